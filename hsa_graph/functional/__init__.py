@@ -1,0 +1,2 @@
+r"""Functional HSA operators and tree passes."""
+__all__ = []

@@ -1,0 +1,2 @@
+r"""Neural-network layers built on HSA."""
+__all__ = []
