@@ -1,2 +1,4 @@
 r"""Neural-network layers built on HSA."""
-__all__ = []
+from .conv import HSAConv
+
+__all__ = ['HSAConv']
