@@ -1,1 +1,6 @@
 __all__ = []
+from .furniture import SweetHome3DFurniture  # noqa: E402
+from ._sweethome3d_catalogue import (FURNITURE_CLASSES,  # noqa: E402
+                                     classify_furniture, mask_class_words)
+__all__ += ['SweetHome3DFurniture', 'FURNITURE_CLASSES',
+            'classify_furniture', 'mask_class_words']
