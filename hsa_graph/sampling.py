@@ -11,9 +11,11 @@ from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
+from torch_geometric.data import Data
+from torch_geometric.transforms import BaseTransform
 
 __all__ = ['sample_surface', 'normalize_unit_sphere', 'knn_graph',
-           'stable_seed']
+           'stable_seed', 'SampleSurface']
 
 
 def stable_seed(*parts: Union[int, str, bytes, Tensor]) -> int:
@@ -201,3 +203,42 @@ def knn_graph(pos: Tensor, k: int, batch: Optional[Tensor] = None,
         centres.append(rows.unsqueeze(1).expand_as(nearest)[keep])
         neighbours.append(nearest[keep])
     return torch.stack([torch.cat(neighbours), torch.cat(centres)], dim=0)
+
+
+class SampleSurface(BaseTransform):
+    r"""Replaces a mesh (``pos``, ``face``) by points sampled on its surface
+    with :func:`sample_surface`, then (optionally) scales them into the unit
+    ball. A seeded, order-independent version of
+    :class:`torch_geometric.transforms.SamplePoints`: the seed of each mesh is
+    derived from :obj:`seed` and the mesh's own vertices, so a dataset gives
+    the same points however its files were listed.
+
+    Args:
+        num_points (int): points per mesh.
+        seed (int): base seed. (default: :obj:`0`)
+        normalize (bool): centre and scale into the unit ball.
+            (default: :obj:`True`)
+    """
+
+    def __init__(self, num_points: int, seed: int = 0,
+                 normalize: bool = True) -> None:
+        if num_points <= 0:
+            raise ValueError(f'num_points must be positive, got {num_points}')
+        self.num_points = num_points
+        self.seed = seed
+        self.normalize = normalize
+
+    def forward(self, data: Data) -> Data:
+        if getattr(data, 'face', None) is None:
+            raise ValueError("SampleSurface needs a mesh: 'face' is missing")
+        points = sample_surface(data.pos, data.face, self.num_points,
+                                seed=stable_seed(self.seed, data.pos))
+        if self.normalize:
+            points = normalize_unit_sphere(points)
+        data.pos = points
+        del data.face
+        return data
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}({self.num_points}, '
+                f'seed={self.seed})')

@@ -4,3 +4,6 @@ from ._sweethome3d_catalogue import (FURNITURE_CLASSES,  # noqa: E402
                                      classify_furniture, mask_class_words)
 __all__ += ['SweetHome3DFurniture', 'FURNITURE_CLASSES',
             'classify_furniture', 'mask_class_words']
+from .modelnet import ModelNetPoints  # noqa: E402
+from .cgal_segmentation import CGALSegmentation  # noqa: E402
+__all__ += ['ModelNetPoints', 'CGALSegmentation']
