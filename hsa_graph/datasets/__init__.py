@@ -7,3 +7,7 @@ __all__ += ['SweetHome3DFurniture', 'FURNITURE_CLASSES',
 from .modelnet import ModelNetPoints  # noqa: E402
 from .cgal_segmentation import CGALSegmentation  # noqa: E402
 __all__ += ['ModelNetPoints', 'CGALSegmentation']
+from .text import (AmazonElec, ClothingReviews, IMDB,  # noqa: E402
+                   TextHierarchyDataset, TwentyNewsgroups)
+__all__ += ['TextHierarchyDataset', 'TwentyNewsgroups', 'ClothingReviews',
+            'IMDB', 'AmazonElec']
