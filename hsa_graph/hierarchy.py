@@ -75,6 +75,13 @@ class Hierarchy(Data):
             out.validate()
         return out
 
+    @staticmethod
+    def compose(parts: Any) -> 'Hierarchy':
+        r"""Puts several hierarchies under one root as a keyed family
+        (multi-modal data); see :func:`hsa_graph.compose_hierarchies`."""
+        from .convert.compose import compose_hierarchies  # avoids a cycle
+        return compose_hierarchies(parts)
+
     # -- validation --------------------------------------------------------
     def validate(self, raise_on_error: bool = True) -> bool:
         r"""Checks that the data is a valid hierarchy: a non-empty tree (or, for
