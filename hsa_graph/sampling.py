@@ -163,8 +163,8 @@ def knn_graph(pos: Tensor, k: int, batch: Optional[Tensor] = None,
 
     Args:
         pos (Tensor): point coordinates.
-        k (int): neighbours per point. Graphs with fewer than :obj:`k` + 1
-            points connect every point to all others.
+        k (int): neighbours per point. Graphs with at most :obj:`k` points
+            connect every point to all others.
         batch (Tensor, optional): graph id of every point, sorted.
         loop (bool): include each point as its own neighbour.
             (default: :obj:`False`)
@@ -185,23 +185,32 @@ def knn_graph(pos: Tensor, k: int, batch: Optional[Tensor] = None,
     elif batch.numel() != num_points:
         raise ValueError(f"'batch' has {batch.numel()} entries for "
                          f'{num_points} points')
-    if chunk_size is None:
-        chunk_size = max(1, (1 << 24) // num_points)
+    if batch.numel() > 1 and bool((batch[1:] < batch[:-1]).any()):
+        raise ValueError("'batch' must be sorted (as PyG batches are)")
+    # One block of distances per graph (never across graphs), in row chunks.
+    counts = torch.unique_consecutive(batch, return_counts=True)[1].tolist()
     centres, neighbours = [], []
-    for start in range(0, num_points, chunk_size):
-        rows = torch.arange(start, min(start + chunk_size, num_points),
-                            device=pos.device)
-        dist = torch.cdist(pos[rows], pos)  # (R, N)
-        other_graph = batch[rows].unsqueeze(1) != batch.unsqueeze(0)
-        dist = dist.masked_fill(other_graph, float('inf'))
-        if not loop:
-            dist[torch.arange(rows.numel(), device=pos.device), rows] = \
-                float('inf')
-        take = min(k, num_points)
-        value, nearest = dist.topk(take, dim=1, largest=False)
-        keep = torch.isfinite(value)  # fewer than k points in the graph
-        centres.append(rows.unsqueeze(1).expand_as(nearest)[keep])
-        neighbours.append(nearest[keep])
+    offset = 0
+    for count in counts:
+        rows_per_chunk = chunk_size or max(1, (1 << 24) // count)
+        graph_pos = pos[offset:offset + count]
+        take = min(k, count if loop else count - 1)
+        for start in range(0, count, rows_per_chunk):
+            if take <= 0:
+                break
+            rows = torch.arange(start, min(start + rows_per_chunk, count),
+                                device=pos.device)
+            dist = torch.cdist(graph_pos[rows], graph_pos)  # (R, n)
+            if not loop:
+                dist[torch.arange(rows.numel(), device=pos.device), rows] = \
+                    float('inf')
+            nearest = dist.topk(take, dim=1, largest=False).indices
+            centres.append((rows + offset).unsqueeze(1).expand_as(nearest)
+                           .reshape(-1))
+            neighbours.append((nearest + offset).reshape(-1))
+        offset += count
+    if not centres:
+        return torch.empty(2, 0, dtype=torch.long, device=pos.device)
     return torch.stack([torch.cat(neighbours), torch.cat(centres)], dim=0)
 
 

@@ -6,6 +6,7 @@ import io
 import os
 import os.path as osp
 import shutil
+import tempfile
 import zipfile
 from collections import defaultdict
 from typing import Callable, Dict, List, Optional, Tuple
@@ -15,6 +16,7 @@ from torch import Tensor
 from torch_geometric.data import Data, InMemoryDataset
 from tqdm.auto import tqdm
 
+from ..convert.mesh_io import read_mesh
 from ..sampling import normalize_unit_sphere, sample_surface, stable_seed
 from ._sweethome3d_catalogue import (FURNITURE_CLASSES, FurnitureItem,
                                      id_rank_key, labelled_items,
@@ -115,6 +117,13 @@ class SweetHome3DFurniture(InMemoryDataset):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def _download(self) -> None:
+        # Processed files suffice (e.g. copied to a machine without the raw
+        # data); only fetch raw data when something must be processed.
+        if all(osp.exists(path) for path in self.processed_paths):
+            return
+        super()._download()
+
     def download(self) -> None:
         sources = sorted(glob.glob(osp.join(self.catalogue_dir, '*.sh3f')))
         if not sources:
@@ -165,7 +174,7 @@ class SweetHome3DFurniture(InMemoryDataset):
 
     def _load_item(self, archive: zipfile.ZipFile, item: FurnitureItem,
                    label: str) -> Data:
-        pos, face = read_obj_bytes(archive.read(item.model))
+        pos, face = _read_obj_member(archive, item.model)
         pos = _to_catalogue_frame(pos, item)
         try:
             points = sample_surface(pos, face, self.num_points,
@@ -185,33 +194,16 @@ class SweetHome3DFurniture(InMemoryDataset):
                 f'num_points={self.num_points})')
 
 
-def read_obj_bytes(raw: bytes) -> Tuple[Tensor, Tensor]:
-    r"""Vertices and triangles of a Wavefront OBJ file given as bytes.
-
-    Only ``v`` and ``f`` records matter for sampling a surface: texture
-    coordinates, normals, groups and materials are skipped. Polygons are
-    triangulated as fans; negative (relative) indices are resolved.
-
-    Returns:
-        ``pos`` ``[N, 3]`` (float64) and ``face`` ``[3, F]`` (long).
-    """
-    vertices: List[List[float]] = []
-    triangles: List[List[int]] = []
-    for line in io.TextIOWrapper(io.BytesIO(raw), encoding='latin-1'):
-        if line.startswith('v '):
-            vertices.append([float(v) for v in line.split()[1:4]])
-        elif line.startswith('f '):
-            corners = []
-            for token in line.split()[1:]:
-                ref = int(token.split('/', 1)[0])
-                corners.append(ref - 1 if ref > 0 else len(vertices) + ref)
-            for i in range(1, len(corners) - 1):
-                triangles.append([corners[0], corners[i], corners[i + 1]])
-    if not vertices or not triangles:
-        raise ValueError('The OBJ data has no vertices or no faces')
-    pos = torch.tensor(vertices, dtype=torch.float64)
-    face = torch.tensor(triangles, dtype=torch.long).t().contiguous()
-    return pos, face
+def _read_obj_member(archive: zipfile.ZipFile, member: str) -> Tuple[Tensor,
+                                                                  Tensor]:
+    r"""Vertices (float64) and triangles of an OBJ file inside the archive,
+    read with :func:`hsa_graph.read_mesh` from a temporary copy."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = osp.join(folder, 'model.obj')
+        with open(path, 'wb') as handle:
+            handle.write(archive.read(member))
+        mesh = read_mesh(path)
+    return mesh.pos.double(), mesh.face
 
 
 def _to_catalogue_frame(pos: Tensor, item: FurnitureItem) -> Tensor:
