@@ -1,0 +1,147 @@
+r"""PyG transforms around the converters, for ``T.Compose`` and datasets'
+``pre_transform``.
+
+Each transform reads its input from a :class:`~torch_geometric.data.Data`,
+returns a :class:`~hsa_graph.Hierarchy`, and carries over the graph-level
+attributes named in :obj:`keep` (the label ``y`` by default).
+
+Example::
+
+    >>> from torch_geometric.datasets import ModelNet
+    >>> dataset = ModelNet(root, pre_transform=T.Compose([
+    ...     T.SamplePoints(1024), PointCloudToHierarchy(leaf_size=16)]))
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+from torch_geometric.data import Data
+from torch_geometric.transforms import BaseTransform
+
+from .convert import (from_image, from_mesh, from_point_cloud,
+                      hierarchy_from_graph)
+from .hierarchy import Hierarchy
+
+__all__ = ['PointCloudToHierarchy', 'GraphToHierarchy', 'MeshToHierarchy',
+           'ImageToHierarchy']
+
+
+class _ToHierarchy(BaseTransform):
+    def __init__(self, keep: Sequence[str] = ('y', ), **options: Any):
+        self.keep = tuple(keep)
+        self.options = options
+
+    def _carry(self, data: Data, out: Hierarchy) -> Hierarchy:
+        for name in self.keep:
+            if name in data:
+                out[name] = data[name]
+        return out
+
+    def _require(self, data: Data, name: str) -> Any:
+        value = getattr(data, name, None)
+        if value is None:
+            raise ValueError(f'{type(self).__name__} needs data.{name}')
+        return value
+
+    def __repr__(self) -> str:
+        args = ', '.join(f'{k}={v!r}' for k, v in self.options.items())
+        return f'{type(self).__name__}({args})'
+
+
+class PointCloudToHierarchy(_ToHierarchy):
+    r"""Converts ``data.pos`` (and ``data.x`` when present) into a hierarchy
+    with :func:`~hsa_graph.from_point_cloud`.
+
+    Args:
+        method (str): ``'octree'`` or ``'kdtree'``. (default: ``'octree'``)
+        leaf_size (int): most points per cell. (default: :obj:`16`)
+        branching (int): kd-tree parts per split. (default: :obj:`2`)
+        keep (list of str): graph-level attributes carried over.
+            (default: ``('y',)``)
+    """
+
+    def __init__(self, method: str = 'octree', leaf_size: int = 16,
+                 branching: int = 2, keep: Sequence[str] = ('y', )):
+        super().__init__(keep, method=method, leaf_size=leaf_size,
+                         branching=branching)
+
+    def forward(self, data: Data) -> Hierarchy:
+        out = from_point_cloud(self._require(data, 'pos'),
+                               x=getattr(data, 'x', None), **self.options)
+        return self._carry(data, out)
+
+
+class GraphToHierarchy(_ToHierarchy):
+    r"""Clusters a PyG graph (``edge_index``, optional ``edge_weight``, ``x``,
+    ``pos``) into a hierarchy with :func:`~hsa_graph.hierarchy_from_graph`.
+
+    Args:
+        branching (int): most children of a node holding communities.
+            (default: :obj:`8`)
+        leaf_size (int, optional): most leaves per family of leaves.
+        method (str): ``'louvain'`` or ``'spectral'``.
+            (default: ``'louvain'``)
+        seed (int): random seed. (default: :obj:`0`)
+        keep (list of str): graph-level attributes carried over.
+            (default: ``('y',)``)
+    """
+
+    def __init__(self, branching: int = 8, leaf_size: Optional[int] = None,
+                 method: str = 'louvain', seed: int = 0,
+                 keep: Sequence[str] = ('y', )):
+        super().__init__(keep, branching=branching, leaf_size=leaf_size,
+                         method=method, seed=seed)
+
+    def forward(self, data: Data) -> Hierarchy:
+        return self._carry(data, hierarchy_from_graph(data, **self.options))
+
+
+class MeshToHierarchy(_ToHierarchy):
+    r"""Converts a mesh (``data.pos``, ``data.face`` ``[3, F]``, optional
+    ``data.x``) into a hierarchy with :func:`~hsa_graph.from_mesh`.
+
+    Args:
+        leaves (str): ``'vertex'`` or ``'face'``. (default: ``'vertex'``)
+        branching (int): most children of a node holding clusters.
+            (default: :obj:`8`)
+        leaf_size (int, optional): most leaves per family of leaves.
+        method (str): ``'louvain'`` or ``'spectral'``.
+            (default: ``'louvain'``)
+        seed (int): random seed. (default: :obj:`0`)
+        keep (list of str): graph-level attributes carried over.
+            (default: ``('y',)``)
+    """
+
+    def __init__(self, leaves: str = 'vertex', branching: int = 8,
+                 leaf_size: Optional[int] = None, method: str = 'louvain',
+                 seed: int = 0, keep: Sequence[str] = ('y', )):
+        super().__init__(keep, leaves=leaves, branching=branching,
+                         leaf_size=leaf_size, method=method, seed=seed)
+
+    def forward(self, data: Data) -> Hierarchy:
+        out = from_mesh(self._require(data, 'pos'), self._require(data, 'face'),
+                        x=getattr(data, 'x', None), **self.options)
+        return self._carry(data, out)
+
+
+class ImageToHierarchy(_ToHierarchy):
+    r"""Converts an image stored in ``data[image_attr]`` (``[C, H, W]`` or
+    ``[H, W]``) into a quad-tree of patches with :func:`~hsa_graph.from_image`.
+
+    Args:
+        patch_size (int): patch side in pixels. (default: :obj:`4`)
+        pad (bool): zero-pad to a multiple of the patch size.
+            (default: :obj:`False`)
+        image_attr (str): where the image is. (default: ``'image'``)
+        keep (list of str): graph-level attributes carried over.
+            (default: ``('y',)``)
+    """
+
+    def __init__(self, patch_size: int = 4, pad: bool = False,
+                 image_attr: str = 'image', keep: Sequence[str] = ('y', )):
+        super().__init__(keep, patch_size=patch_size, pad=pad)
+        self.image_attr = image_attr
+
+    def forward(self, data: Data) -> Hierarchy:
+        out = from_image(self._require(data, self.image_attr), **self.options)
+        return self._carry(data, out)
