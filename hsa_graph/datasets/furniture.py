@@ -197,11 +197,17 @@ class SweetHome3DFurniture(InMemoryDataset):
 def _read_obj_member(archive: zipfile.ZipFile, member: str) -> Tuple[Tensor,
                                                                   Tensor]:
     r"""Vertices (float64) and triangles of an OBJ file inside the archive,
-    read with :func:`hsa_graph.read_mesh` from a temporary copy."""
+    read with :func:`hsa_graph.read_mesh` from a temporary copy. Faces with
+    fewer than three corners (line segments, no area) are dropped."""
+    lines = archive.read(member).splitlines(keepends=True)
+    # A few models carry line segments ('f a b'): they have no area, so
+    # they are dropped rather than rejected.
+    lines = [line for line in lines
+             if not (line.startswith(b'f ') and len(line.split()) < 4)]
     with tempfile.TemporaryDirectory() as folder:
         path = osp.join(folder, 'model.obj')
         with open(path, 'wb') as handle:
-            handle.write(archive.read(member))
+            handle.writelines(lines)
         mesh = read_mesh(path)
     return mesh.pos.double(), mesh.face
 
