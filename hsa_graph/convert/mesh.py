@@ -24,9 +24,9 @@ __all__ = ['from_mesh', 'mesh_edges', 'face_adjacency']
 
 def _check_faces(face: Tensor, num_vertices: int) -> Tensor:
     face = torch.as_tensor(face)
-    if face.dim() != 2 or face.size(0) < 3:
+    if face.dim() != 2 or face.size(0) not in (3, 4):
         raise ValueError(f"'face' must have shape [3, F] (PyG convention: one "
-                         f'column per face; [k, F] for k-gons), got '
+                         f'column per face; [4, F] for quads), got '
                          f'{list(face.shape)}; transpose an [F, 3] array '
                          f'with .t()')
     if face.is_floating_point() or face.dtype == torch.bool:
@@ -106,8 +106,8 @@ def from_mesh(pos: Tensor, face: Tensor, x: Optional[Tensor] = None,
 
     Args:
         pos (Tensor): ``[V, 3]`` vertex coordinates (finite).
-        face (Tensor): ``[k, F]`` vertex ids per face (PyG convention,
-            ``k = 3`` for triangles).
+        face (Tensor): ``[3, F]`` vertex ids per face (PyG convention; ``[4,
+            F]`` for quads). An ``[F, 3]`` array raises: transpose it.
         x (Tensor, optional): ``[V, C]`` vertex (or ``[F, C]`` face)
             features. (default: :obj:`None`)
         leaves (str): ``'vertex'`` or ``'face'``. (default: ``'vertex'``)
@@ -126,7 +126,7 @@ def from_mesh(pos: Tensor, face: Tensor, x: Optional[Tensor] = None,
             option.
 
     Shapes:
-        - **input:** ``pos [V, 3]``, ``face [k, F]``
+        - **input:** ``pos [V, 3]``, ``face [3, F]``
         - **output:** a hierarchy with ``V`` (or ``F``) leaves.
 
     Example::

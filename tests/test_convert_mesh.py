@@ -1,0 +1,167 @@
+import os
+from pathlib import Path
+
+import networkx as nx
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from _convert_checks import check_conversion
+from hsa_graph import from_mesh, from_point_cloud, read_mesh
+from hsa_graph.convert.mesh import face_adjacency, mesh_edges
+
+DATA = Path(os.environ.get('HSA_DATA', Path(__file__).parents[1] / 'data'))
+CGAL_MESHES = DATA / 'cgal' / 'data' / 'meshes'
+
+SQUARE_POS = torch.tensor([[0., 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]])
+SQUARE_FACE = torch.tensor([[0, 1, 2], [0, 2, 3]]).t()
+
+
+def test_square_exact_tree():
+    h = from_mesh(SQUARE_POS, SQUARE_FACE)
+    assert h.parent.tolist() == [4, 4, 4, 4, -1]
+    assert torch.equal(h.face, SQUARE_FACE)
+    assert h.pos[:4, :2].tolist() == [[-1, -1], [1, -1], [1, 1], [-1, 1]]
+    faces = from_mesh(SQUARE_POS, SQUARE_FACE, leaves='face')
+    assert faces.parent.tolist() == [2, 2, -1]
+    assert torch.allclose(faces.centroid[:2], SQUARE_POS[SQUARE_FACE].mean(0))
+
+
+def test_edges_and_face_adjacency():
+    assert mesh_edges(SQUARE_FACE).t().tolist() == [[0, 1], [0, 2], [0, 3],
+                                                   [1, 2], [2, 3]]
+    assert face_adjacency(SQUARE_FACE).t().tolist() == [[0, 1]]
+    # three faces on one edge (non-manifold) stay connected as a chain
+    fan = torch.tensor([[0, 1, 2], [0, 1, 3], [0, 1, 4]]).t()
+    assert face_adjacency(fan).t().tolist() == [[0, 1], [1, 2]]
+
+
+def folded_strip(length=40, width=8, gap=0.05):
+    r"""A strip folded in half: two sheets ``gap`` apart, joined only along
+    the fold (a thin wall)."""
+    i, j = torch.meshgrid(torch.arange(length), torch.arange(width),
+                          indexing='ij')
+    i, j = i.flatten(), j.flatten()
+    half = length // 2
+    x = torch.where(i < half, i, length - 1 - i).float()
+    z = torch.where(i < half, 0.0, gap)
+    pos = torch.stack([x, j.float(), z], 1)
+    vid = (i * width + j).view(length, width)
+    a, b = vid[:-1, :-1].flatten(), vid[1:, :-1].flatten()
+    c, d = vid[1:, 1:].flatten(), vid[:-1, 1:].flatten()
+    face = torch.cat([torch.stack([a, b, c]), torch.stack([a, c, d])], 1)
+    return pos, face, i, half
+
+
+def mixed_small_clusters(h, side, near_fold, limit):
+    parent, below = h.parent.tolist(), {}
+    for leaf in range(h.num_leaves):
+        node = parent[leaf]
+        while node >= 0:
+            below.setdefault(node, []).append(leaf)
+            node = parent[node]
+    return [node for node, leaves in below.items() if len(leaves) <= limit
+            and len({bool(side[v]) for v in leaves}) == 2
+            and not all(near_fold[v] for v in leaves)]
+
+
+def test_thin_wall_sides_do_not_share_small_clusters():
+    pos, face, i, half = folded_strip()
+    side = i < half
+    near_fold = (i - half + 0.5).abs() < 4
+    h = from_mesh(pos, face)
+    check_conversion(h, pos.size(0), leaf_bound=8, internal_bound=8,
+                     pos_dims=3)
+    assert mixed_small_clusters(h, side, near_fold, limit=64) == []
+    # the test has teeth: clustering space alone mixes the two sides
+    octree = from_point_cloud(pos, leaf_size=8)
+    assert len(mixed_small_clusters(octree, side, near_fold, limit=64)) > 0
+
+
+def test_unused_vertices_stay_leaves():
+    pos = torch.cat([SQUARE_POS, torch.tensor([[5., 5, 5]])])
+    h = from_mesh(pos, SQUARE_FACE)
+    check_conversion(h, 5, leaf_bound=8, internal_bound=8)
+
+
+def test_bad_meshes():
+    with pytest.raises(ValueError, match='missing vertex'):
+        from_mesh(SQUARE_POS, torch.tensor([[0, 1, 9]]).t())
+    with pytest.raises(ValueError, match='missing vertex'):
+        from_mesh(SQUARE_POS, torch.tensor([[0, 1, -1]]).t())
+    with pytest.raises(ValueError, match=r'\.t\(\)'):
+        from_mesh(SQUARE_POS, SQUARE_FACE.repeat(1, 3).t())  # [F, 3]
+    with pytest.raises(ValueError, match='NaN or inf'):
+        from_mesh(SQUARE_POS * float('nan'), SQUARE_FACE)
+    with pytest.raises(ValueError, match='empty'):
+        from_mesh(torch.empty(0, 3), torch.empty(3, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match='no faces'):
+        from_mesh(SQUARE_POS, torch.empty(3, 0, dtype=torch.long),
+                  leaves='face')
+    with pytest.raises(ValueError, match='leaves'):
+        from_mesh(SQUARE_POS, SQUARE_FACE, leaves='edge')
+
+
+def test_read_off_and_obj(tmp_path):
+    off = tmp_path / 'quad.off'
+    off.write_text('OFF\n# a comment\n4 1 0\n0 0 0\n1 0 0\n1 1 0\n0 1 0\n'
+                   '4 0 1 2 3\n')
+    mesh = read_mesh(off)
+    assert mesh.pos.shape == (4, 3)
+    assert mesh.face.t().tolist() == [[0, 1, 2], [0, 2, 3]]
+    obj = tmp_path / 'quad.obj'
+    obj.write_text('# obj\no quad\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\n'
+                   'vt 0 0\nvn 0 0 1\nf 1/1/1 2/1/1 3/1/1\nf -4//1 -2//1 -1//1\n')
+    mesh = read_mesh(obj)
+    assert mesh.face.t().tolist() == [[0, 1, 2], [0, 2, 3]]
+    bad = tmp_path / 'bad.off'
+    bad.write_text('OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n')
+    with pytest.raises(ValueError, match='vertex 7'):
+        read_mesh(bad)
+    short = tmp_path / 'short.off'
+    short.write_text('OFF\n3 1 0\n0 0 0\n')
+    with pytest.raises(ValueError, match='expected 3 vertices'):
+        read_mesh(short)
+    with pytest.raises(ValueError, match='unsupported'):
+        read_mesh(tmp_path / 'x.stl')
+
+
+@settings(max_examples=30, deadline=None)
+@given(num_vertices=st.integers(3, 60), num_faces=st.integers(1, 80),
+       leaves=st.sampled_from(['vertex', 'face']), seed=st.integers(0, 999),
+       branching=st.integers(2, 6))
+def test_random_triangle_soups(num_vertices, num_faces, leaves, seed,
+                               branching):
+    generator = torch.Generator().manual_seed(seed)
+    pos = torch.rand(num_vertices, 3, generator=generator)
+    face = torch.randint(0, num_vertices, (3, num_faces), generator=generator)
+    h = from_mesh(pos, face, leaves=leaves, branching=branching)
+    count = num_vertices if leaves == 'vertex' else num_faces
+    check_conversion(h, count, leaf_bound=branching, internal_bound=branching,
+                     pos_dims=3)
+
+
+@pytest.mark.data
+def test_real_cgal_meshes():
+    path = CGAL_MESHES / 'elephant.off'
+    if not path.exists():
+        pytest.skip('CGAL meshes absent: run datasets/fetch_meshes.sh')
+    mesh = read_mesh(path)
+    assert mesh.pos.shape == (2775, 3) and mesh.face.shape == (3, 5558)
+    h = from_mesh(mesh.pos, mesh.face)
+    check_conversion(h, 2775, leaf_bound=8, internal_bound=8, pos_dims=3)
+    graph = nx.Graph(mesh_edges(mesh.face).t().tolist())
+    parent, below = h.parent.tolist(), {}
+    for leaf in range(2775):
+        node = parent[leaf]
+        while node >= 0:
+            below.setdefault(node, []).append(leaf)
+            node = parent[node]
+    connected = [nx.is_connected(graph.subgraph(v)) for v in below.values()]
+    assert sum(connected) >= 0.95 * len(connected)
+    faces = from_mesh(mesh.pos, mesh.face, leaves='face')
+    check_conversion(faces, 5558, leaf_bound=8, internal_bound=8)
+    # every CGAL OFF file reads
+    for other in sorted(CGAL_MESHES.glob('*.off'))[:40]:
+        assert read_mesh(other).pos.size(1) == 3
