@@ -115,6 +115,14 @@ def test_read_off_and_obj(tmp_path):
                    'vt 0 0\nvn 0 0 1\nf 1/1/1 2/1/1 3/1/1\nf -4//1 -2//1 -1//1\n')
     mesh = read_mesh(obj)
     assert mesh.face.t().tolist() == [[0, 1, 2], [0, 2, 3]]
+    lines = tmp_path / 'lines.obj'
+    lines.write_text('v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2\nf 1 2 3\n')
+    with pytest.raises(ValueError, match='drop_degenerate'):
+        read_mesh(lines)
+    with pytest.warns(UserWarning, match='dropped 1 faces'):
+        mesh = read_mesh(lines, dtype=torch.float64, drop_degenerate=True)
+    assert mesh.face.t().tolist() == [[0, 1, 2]]
+    assert mesh.pos.dtype == torch.float64
     bad = tmp_path / 'bad.off'
     bad.write_text('OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n')
     with pytest.raises(ValueError, match='vertex 7'):

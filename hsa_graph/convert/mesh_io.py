@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import warnings
 from typing import List, Tuple, Union
 
 import numpy as np
@@ -22,23 +23,33 @@ def _read_text(path: PathLike) -> str:
         return handle.read()
 
 
-def _fan(polygons: List[List[int]], path: str) -> torch.Tensor:
+def _fan(polygons: List[List[int]], path: str,
+         drop_degenerate: bool = False) -> torch.Tensor:
     r"""Triangulates polygons as fans around their first corner."""
     triangles = []
+    dropped = 0
     for number, corners in enumerate(polygons):
         if len(corners) < 3:
+            if drop_degenerate:
+                dropped += 1
+                continue
             raise ValueError(f'{path}: face {number} has {len(corners)} '
-                             f'corners; a face needs at least 3')
+                             f'corners; a face needs at least 3 (pass '
+                             f'drop_degenerate=True to drop such faces)')
         first = corners[0]
         triangles.extend((first, corners[i], corners[i + 1])
                          for i in range(1, len(corners) - 1))
+    if dropped:
+        warnings.warn(f'{path}: dropped {dropped} faces with fewer than 3 '
+                      f'corners', stacklevel=3)
     if not triangles:
         return torch.empty(3, 0, dtype=torch.long)
     return torch.tensor(triangles, dtype=torch.long).t().contiguous()
 
 
-def _finish(pos: np.ndarray, face: torch.Tensor, path: str) -> Data:
-    pos_t = torch.from_numpy(np.ascontiguousarray(pos, dtype=np.float32))
+def _finish(pos: np.ndarray, face: torch.Tensor, path: str,
+            dtype: torch.dtype) -> Data:
+    pos_t = torch.from_numpy(np.ascontiguousarray(pos)).to(dtype)
     if face.numel():
         low, high = int(face.min()), int(face.max())
         if low < 0 or high >= pos_t.size(0):
@@ -50,13 +61,18 @@ def _finish(pos: np.ndarray, face: torch.Tensor, path: str) -> Data:
     return Data(pos=pos_t, face=face)
 
 
-def read_off(path: PathLike) -> Data:
+def read_off(path: PathLike, dtype: torch.dtype = torch.float32,
+             drop_degenerate: bool = False) -> Data:
     r"""Reads an Object File Format mesh (``OFF``, ``COFF``, ``NOFF``, ...:
     extra per-vertex columns such as colours or normals are ignored; ``#``
     comments allowed). Polygons are fan-triangulated.
 
     Args:
         path (str): a ``.off`` or ``.off.gz`` file.
+        dtype (torch.dtype): dtype of ``pos``. (default: :obj:`torch.float32`)
+        drop_degenerate (bool): drop faces with fewer than 3 corners (line
+            segments some exporters write) with a warning, instead of
+            raising. (default: :obj:`False`)
 
     Returns:
         :class:`torch_geometric.data.Data` with ``pos`` ``[V, 3]`` (float32)
@@ -101,7 +117,7 @@ def read_off(path: PathLike) -> Data:
             raise ValueError(f'{path}: face {number} announces {count} '
                              f'corners but lists {len(row) - 1}')
         polygons.append([int(v) for v in row[1:count + 1]])
-    return _finish(pos, _fan(polygons, path), path)
+    return _finish(pos, _fan(polygons, path, drop_degenerate), path, dtype)
 
 
 def _obj_index(token: str, num_vertices: int) -> int:
@@ -110,7 +126,8 @@ def _obj_index(token: str, num_vertices: int) -> int:
     return value - 1 if value > 0 else num_vertices + value
 
 
-def read_obj(path: PathLike) -> Data:
+def read_obj(path: PathLike, dtype: torch.dtype = torch.float32,
+             drop_degenerate: bool = False) -> Data:
     r"""Reads the geometry of a Wavefront ``.obj`` file: ``v`` lines and
     ``f`` lines (``i``, ``i/t``, ``i/t/n`` or ``i//n`` corners, negative ids
     allowed). Texture coordinates, normals, groups and materials are ignored;
@@ -118,6 +135,10 @@ def read_obj(path: PathLike) -> Data:
 
     Args:
         path (str): a ``.obj`` or ``.obj.gz`` file.
+        dtype (torch.dtype): dtype of ``pos``. (default: :obj:`torch.float32`)
+        drop_degenerate (bool): drop faces with fewer than 3 corners (line
+            segments some exporters write) with a warning, instead of
+            raising. (default: :obj:`False`)
 
     Returns:
         :class:`torch_geometric.data.Data` with ``pos`` ``[V, 3]`` and
@@ -140,15 +161,20 @@ def read_obj(path: PathLike) -> Data:
             except ValueError:
                 raise ValueError(f'{path}:{number}: bad face line {line!r}')
     pos = np.array(vertices, dtype=np.float64).reshape(-1, 3)
-    return _finish(pos, _fan(polygons, path), path)
+    return _finish(pos, _fan(polygons, path, drop_degenerate), path, dtype)
 
 
-def read_mesh(path: PathLike) -> Data:
+def read_mesh(path: PathLike, dtype: torch.dtype = torch.float32,
+              drop_degenerate: bool = False) -> Data:
     r"""Reads an ``.off`` or ``.obj`` mesh (also ``.off.gz`` / ``.obj.gz``)
     without extra dependencies.
 
     Args:
         path (str): the mesh file; the format comes from the extension.
+        dtype (torch.dtype): dtype of ``pos``. (default: :obj:`torch.float32`)
+        drop_degenerate (bool): drop faces with fewer than 3 corners (line
+            segments some exporters write) with a warning, instead of
+            raising. (default: :obj:`False`)
 
     Returns:
         :class:`torch_geometric.data.Data` with ``pos`` ``[V, 3]`` and
@@ -163,8 +189,8 @@ def read_mesh(path: PathLike) -> Data:
     if name.endswith('.gz'):
         name = name[:-3]
     if name.endswith('.off'):
-        return read_off(path)
+        return read_off(path, dtype, drop_degenerate)
     if name.endswith('.obj'):
-        return read_obj(path)
+        return read_obj(path, dtype, drop_degenerate)
     raise ValueError(f'{path}: unsupported mesh format; read_mesh handles '
                      f'.off and .obj (install trimesh for others)')
