@@ -16,29 +16,72 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-__all__ = ['TreeLayout', 'FamilyBucket', 'parent_from_edge_index',
-           'tree_layout']
+__all__ = ['TreeLayout', 'LevelLayout', 'FamilyBucket',
+           'parent_from_edge_index', 'tree_layout']
 
 
 @dataclass
 class FamilyBucket:
-    r"""Families (sibling groups of size >= 2) padded to one common size.
+    r"""Families (sibling groups of size >= 2) of one level, padded to one
+    common size :obj:`size`.
 
     Attributes:
-        member_index (Tensor): ``[F, B]`` level-order ids of the members;
-            padding points at the dummy row ``num_nodes``.
-        member_valid (Tensor): ``[F, B]`` bool, ``False`` on padding.
-        sibling_mask (Tensor): ``[F, 1, B, B]`` additive logit mask:
-            ``log n(C)`` for a real key ``C`` that is not the query itself,
-            ``-inf`` on the diagonal and on padded keys.
+        member_index (Tensor): ``[F, B]`` level-local positions of the
+            members; padding repeats a real member (its logit is masked).
+        sibling_mask (Tensor): ``[F, 1, B, B]`` additive logit mask (float64):
+            ``log n(C)`` for a real key ``C`` other than the query, ``-inf``
+            on the diagonal and on padded keys.
+        contiguous_start (int, optional): set when the members are exactly
+            the level-local positions ``start .. start + F * B - 1`` (no
+            padding), so they can be read as a view instead of a gather.
     """
     member_index: Tensor
-    member_valid: Tensor
     sibling_mask: Tensor
+    contiguous_start: Optional[int] = None
 
     @property
     def size(self) -> int:
         return self.member_index.size(1)
+
+    @property
+    def num_families(self) -> int:
+        return self.member_index.size(0)
+
+
+@dataclass
+class LevelLayout:
+    r"""Structure of one depth level of a forest, in level order.
+
+    Attributes:
+        size (int): number of nodes at this depth.
+        parent_local (Tensor, optional): offsets of the parents in the level
+            above (``None`` for the roots' level).
+        leaf_kind (str): ``'all'``, ``'none'`` or ``'mixed'``: whether the
+            level's nodes are leaves, which lets passes skip masks.
+        is_leaf (Tensor): ``[size]`` bool.
+        leaf_count (Tensor): ``[size]`` float64 :math:`n(A)`.
+        parent_weight (Tensor): ``[size]`` float64 :math:`n(A) / n(pa(A))`.
+        has_siblings (Tensor): ``[size]`` bool.
+        buckets (list): the level's :class:`FamilyBucket` s.
+        family_slot (Tensor, optional): row of each node in the concatenated
+            bucket outputs, with one extra "no siblings" row at the end;
+            ``None`` when the level is exactly one contiguous bucket.
+    """
+    size: int
+    parent_local: Optional[Tensor]
+    leaf_kind: str
+    is_leaf: Tensor
+    leaf_count: Tensor
+    parent_weight: Tensor
+    has_siblings: Tensor
+    buckets: List[FamilyBucket]
+    family_slot: Optional[Tensor]
+
+    @property
+    def sibling_kind(self) -> str:
+        if not self.buckets:
+            return 'none'
+        return 'all' if self.family_slot is None else 'mixed'
 
 
 @dataclass
@@ -53,23 +96,28 @@ class TreeLayout:
     num_nodes: int
     order: Tensor            # [N] level-order position -> node id
     rank: Tensor             # [N] node id -> level-order position
+    identity_order: bool     # order == arange(N): no permutation needed
     parent: Tensor           # [N] node id -> parent id, -1 for roots
     depth: Tensor            # [N] root depth is 0
     level_ptr: List[int]     # level d holds positions level_ptr[d]:level_ptr[d+1]
     parent_local: List[Optional[Tensor]]  # level d: parent offsets into level d-1
-    level_child_count: List[Tensor]       # level d: number of children per node
     is_leaf_lo: Tensor       # [N] bool
-    leaf_count_lo: Tensor    # [N] n(A), float
-    parent_weight_lo: Tensor  # [N] n(A) / n(pa(A)), 0 for roots
-    has_siblings_lo: Tensor  # [N] bool
-    family_slot_lo: Tensor   # [N] row into the concatenated family outputs; S for none
-    buckets: List[FamilyBucket] = field(default_factory=list)
-    num_sibling_nodes: int = 0
+    leaf_count_lo: Tensor    # [N] n(A), float64
+    levels: List[LevelLayout] = field(default_factory=list)
     num_trees: int = 0
 
     @property
     def num_levels(self) -> int:
         return len(self.level_ptr) - 1
+
+    @property
+    def level_sizes(self) -> List[int]:
+        return [level.size for level in self.levels]
+
+    @property
+    def buckets(self) -> List[FamilyBucket]:
+        r"""All family buckets, level by level."""
+        return [b for level in self.levels for b in level.buckets]
 
     @property
     def is_leaf(self) -> Tensor:
@@ -91,12 +139,12 @@ class TreeLayout:
                 return value.to(device)
             if isinstance(value, list):
                 return [move(v) for v in value]
-            if isinstance(value, FamilyBucket):
-                return FamilyBucket(*(move(getattr(value, f)) for f in (
-                    'member_index', 'member_valid', 'sibling_mask')))
+            if isinstance(value, (FamilyBucket, LevelLayout, TreeLayout)):
+                return type(value)(**{k: move(v) for k, v in
+                                      value.__dict__.items()})
             return value
 
-        return TreeLayout(**{k: move(v) for k, v in self.__dict__.items()})
+        return move(self)
 
     @property
     def device(self) -> torch.device:
@@ -177,9 +225,53 @@ def _depth_and_root(parent: Tensor) -> Tuple[Tensor, Tensor]:
     return dist, jump
 
 
+def _level_buckets(level_start: int, level_size: int, parents: Tensor,
+                   family_start: Tensor, child_count: Tensor,
+                   leaf_count: Tensor, exact_bucket_limit: int
+                   ) -> Tuple[List[FamilyBucket], Optional[Tensor]]:
+    # Families whose members sit in this level, grouped by padded size.
+    sizes = child_count[parents]
+    if parents.numel() == 0:
+        return [], None
+    if torch.unique(sizes).numel() <= exact_bucket_limit:
+        padded = sizes
+    else:
+        padded = 2**torch.ceil(torch.log2(sizes.double())).long()
+    buckets: List[FamilyBucket] = []
+    slot = torch.full((level_size, ), -1, dtype=torch.long)
+    offset = 0
+    for size in torch.unique(padded).tolist():
+        chosen = padded == size
+        starts = family_start[parents[chosen]] - level_start
+        real = sizes[chosen]
+        arange = torch.arange(size)
+        valid = arange[None, :] < real[:, None]
+        member = torch.where(valid, starts[:, None] + arange,
+                             starts[:, None])   # padding repeats member 0
+        log_count = torch.full(valid.shape, -math.inf, dtype=torch.float64)
+        log_count[valid] = torch.log(
+            leaf_count[level_start + member[valid]].double())
+        mask = log_count[:, None, None, :].expand(-1, 1, size, size).clone()
+        mask[..., arange, arange] = -math.inf
+        flat = member.flatten()
+        contiguous = None
+        if bool(valid.all()) and bool(
+                (flat == flat[0] + torch.arange(flat.numel())).all()):
+            contiguous = int(flat[0])
+        valid_flat = valid.flatten().nonzero().flatten()
+        slot[flat[valid_flat]] = offset + valid_flat
+        offset += valid.numel()
+        buckets.append(FamilyBucket(member, mask, contiguous))
+    slot[slot < 0] = offset          # the "no siblings" row
+    if (len(buckets) == 1 and buckets[0].contiguous_start == 0
+            and offset == level_size):
+        return buckets, None
+    return buckets, slot
+
+
 def _build(parent: Tensor, num_nodes: int, exact_bucket_limit: int = 8
            ) -> TreeLayout:
-    depth, root = _depth_and_root(parent)
+    depth, _ = _depth_and_root(parent)
     num_levels = int(depth.max()) + 1
     key = depth * (num_nodes + 1) + (parent + 1)
     order = torch.sort(key, stable=True).indices
@@ -188,77 +280,60 @@ def _build(parent: Tensor, num_nodes: int, exact_bucket_limit: int = 8
     level_ptr = [0] + torch.cumsum(
         torch.bincount(depth, minlength=num_levels), 0).tolist()
 
-    parent_lo = torch.where(parent[order] >= 0, rank[parent[order].clamp(min=0)],
+    parent_lo = torch.where(parent[order] >= 0,
+                            rank[parent[order].clamp(min=0)],
                             torch.full_like(order, -1))
-    child_count_lo = torch.bincount(parent_lo[parent_lo >= 0],
-                                    minlength=num_nodes)
+    non_root = parent_lo >= 0
+    child_count_lo = torch.bincount(parent_lo[non_root], minlength=num_nodes)
     is_leaf_lo = child_count_lo == 0
 
-    leaf_count_lo = is_leaf_lo.long().clone()
-    parent_local: List[Optional[Tensor]] = [None]
-    level_child_count: List[Tensor] = []
-    for level in range(num_levels):
-        lo, hi = level_ptr[level], level_ptr[level + 1]
-        level_child_count.append(child_count_lo[lo:hi])
-        if level > 0:
-            parent_local.append(parent_lo[lo:hi] - level_ptr[level - 1])
+    leaf_count_lo = is_leaf_lo.long()
     for level in range(num_levels - 1, 0, -1):
         lo, hi = level_ptr[level], level_ptr[level + 1]
-        leaf_count_lo.index_add_(0, parent_lo[lo:hi], leaf_count_lo[lo:hi].clone())
-
-    non_root = parent_lo >= 0
+        leaf_count_lo.index_add_(0, parent_lo[lo:hi],
+                                 leaf_count_lo[lo:hi].clone())
+    leaf_count_lo = leaf_count_lo.double()
     parent_weight_lo = torch.zeros(num_nodes, dtype=torch.float64)
-    parent_weight_lo[non_root] = (leaf_count_lo[non_root].double() /
-                                  leaf_count_lo[parent_lo[non_root]].double())
+    parent_weight_lo[non_root] = (leaf_count_lo[non_root] /
+                                  leaf_count_lo[parent_lo[non_root]])
     family_size_lo = torch.zeros(num_nodes, dtype=torch.long)
     family_size_lo[non_root] = child_count_lo[parent_lo[non_root]]
     has_siblings_lo = family_size_lo >= 2
-
-    # Families of size >= 2, grouped into buckets of one padded size.
     family_start = torch.full((num_nodes, ), num_nodes, dtype=torch.long)
     positions = torch.arange(num_nodes)
     family_start.scatter_reduce_(0, parent_lo[non_root], positions[non_root],
                                  reduce='amin')
-    family_parents = ((child_count_lo >= 2).nonzero().flatten())
-    sizes = child_count_lo[family_parents]
-    distinct = torch.unique(sizes)
-    if distinct.numel() <= exact_bucket_limit:
-        padded = sizes
-    else:
-        padded = 2**torch.ceil(torch.log2(sizes.double())).long()
-    buckets: List[FamilyBucket] = []
-    slot_lo = torch.full((num_nodes, ), -1, dtype=torch.long)
-    offset = 0
-    for size in torch.unique(padded).tolist():
-        chosen = padded == size
-        starts = family_start[family_parents[chosen]]
-        real = sizes[chosen]
-        slot = torch.arange(size)
-        member_valid = slot[None, :] < real[:, None]
-        member_index = torch.where(member_valid, starts[:, None] + slot,
-                                   torch.full_like(member_valid, num_nodes,
-                                                   dtype=torch.long))
-        log_count = torch.full(member_valid.shape, -math.inf,
-                               dtype=torch.float64)
-        log_count[member_valid] = torch.log(
-            leaf_count_lo[member_index[member_valid]].double())
-        sibling_mask = log_count[:, None, None, :].expand(
-            -1, 1, size, size).clone()
-        sibling_mask[..., slot, slot] = -math.inf
-        valid_flat = member_valid.flatten().nonzero().flatten()
-        slot_lo[member_index.flatten()[valid_flat]] = offset + valid_flat
-        offset += member_valid.numel()
-        buckets.append(FamilyBucket(member_index, member_valid, sibling_mask))
-    # Nodes without siblings read the padding row `offset` (an empty family).
-    slot_lo[slot_lo < 0] = offset
+
+    levels: List[LevelLayout] = []
+    parent_local: List[Optional[Tensor]] = []
+    for level in range(num_levels):
+        lo, hi = level_ptr[level], level_ptr[level + 1]
+        local_parent = None
+        if level > 0:
+            local_parent = parent_lo[lo:hi] - level_ptr[level - 1]
+        parent_local.append(local_parent)
+        leaf = is_leaf_lo[lo:hi]
+        leaf_kind = ('all' if bool(leaf.all()) else
+                     'none' if not bool(leaf.any()) else 'mixed')
+        buckets, slot = [], None
+        if level > 0:
+            above = torch.arange(level_ptr[level - 1], lo)
+            parents = above[child_count_lo[above] >= 2]
+            buckets, slot = _level_buckets(lo, hi - lo, parents,
+                                           family_start, child_count_lo,
+                                           leaf_count_lo, exact_bucket_limit)
+        levels.append(LevelLayout(
+            size=hi - lo, parent_local=local_parent, leaf_kind=leaf_kind,
+            is_leaf=leaf, leaf_count=leaf_count_lo[lo:hi],
+            parent_weight=parent_weight_lo[lo:hi],
+            has_siblings=has_siblings_lo[lo:hi], buckets=buckets,
+            family_slot=slot))
 
     return TreeLayout(
-        num_nodes=num_nodes, order=order, rank=rank, parent=parent,
+        num_nodes=num_nodes, order=order, rank=rank,
+        identity_order=bool((order == positions).all()), parent=parent,
         depth=depth, level_ptr=level_ptr, parent_local=parent_local,
-        level_child_count=level_child_count, is_leaf_lo=is_leaf_lo,
-        leaf_count_lo=leaf_count_lo.double(),
-        parent_weight_lo=parent_weight_lo, has_siblings_lo=has_siblings_lo,
-        family_slot_lo=slot_lo, buckets=buckets, num_sibling_nodes=offset,
+        is_leaf_lo=is_leaf_lo, leaf_count_lo=leaf_count_lo, levels=levels,
         num_trees=int((parent < 0).sum()))
 
 

@@ -91,8 +91,12 @@ def test_layout_levels_and_families():
     # Level order groups each family contiguously.
     assert layout.order.tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
     sizes = sorted(b.size for b in layout.buckets)
-    assert sizes == [2, 3]
-    assert layout.num_sibling_nodes == 2 * 2 + 1 * 3
+    assert sizes == [2, 2, 3]
+    # Level 1 is one family of 2; level 2 holds families of 3 and 2.
+    assert [len(level.buckets) for level in layout.levels] == [0, 1, 2]
+    assert layout.levels[1].family_slot is None      # read as a plain view
+    assert layout.levels[1].buckets[0].contiguous_start == 0
+    assert layout.levels[2].has_siblings.all()
 
 
 def test_deep_chain_layout_is_fast_and_correct():

@@ -15,14 +15,12 @@ Spec names -> code names: ``-eta`` -> ``log_sibling_mass``, ``-phi`` ->
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from ..layout import TreeLayout, tree_layout
-from .passes import (_children_sum, parent_values_lo, path_sum_lo,
-                     subtree_sum_lo)
+from ..layout import FamilyBucket, TreeLayout, tree_layout
 
 __all__ = ['hsa_attention', 'hsa_log_partition']
 
@@ -72,61 +70,122 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in _LOW_PRECISION else dtype
 
 
-def _level_order_positions(pos: Optional[Tensor], layout: TreeLayout,
-                           dtype: torch.dtype) -> Optional[Tensor]:
+Levels = List[Tensor]
+
+
+def _to_levels(t: Tensor, layout: TreeLayout, dtype: torch.dtype) -> Levels:
+    r"""Splits a node-ordered tensor into per-level pieces in level order
+    (one gather, skipped when the nodes are already in level order)."""
+    t = t.to(dtype)
+    if not layout.identity_order:
+        t = t.index_select(0, layout.order)
+    return list(torch.split(t, layout.level_sizes, dim=0))
+
+
+def _from_levels(pieces: Levels, layout: TreeLayout) -> Tensor:
+    out = torch.cat(pieces, dim=0)
+    return out if layout.identity_order else out.index_select(0, layout.rank)
+
+
+def _children_sum_level(child: Tensor, layout: TreeLayout, level: int
+                        ) -> Tensor:
+    out = child.new_zeros((layout.levels[level].size, ) + child.shape[1:])
+    return out.index_add(0, layout.levels[level + 1].parent_local, child)
+
+
+def _leaf_means_levels(values: Levels, layout: TreeLayout) -> Levels:
+    r"""Step 1: mean of the leaf rows of :obj:`values` below every node."""
+    extra = (1, ) * (values[0].dim() - 1)
+    sums: Levels = [None] * layout.num_levels
+    means: Levels = [None] * layout.num_levels
+    for depth in range(layout.num_levels - 1, -1, -1):
+        level = layout.levels[depth]
+        if level.leaf_kind == 'all':      # leaves: the mean is the row itself
+            sums[depth] = means[depth] = values[depth]
+            continue
+        total = _children_sum_level(sums[depth + 1], layout, depth)
+        if level.leaf_kind == 'mixed':
+            total = total + values[depth] * level.is_leaf.view(
+                -1, *extra).to(total.dtype)
+        sums[depth] = total
+        means[depth] = total / level.leaf_count.to(total.dtype).view(
+            -1, *extra)
+    return means
+
+
+def _level_positions(pos: Optional[Tensor], layout: TreeLayout,
+                     dtype: torch.dtype) -> Optional[Levels]:
     if pos is None:
         return None
-    pos = pos.to(dtype)[layout.order]
-    return pos.unsqueeze(1) if pos.dim() == 2 else pos  # (N, H or 1, P)
+    if pos.dim() == 2:
+        pos = pos.unsqueeze(1)                    # (N, 1, P)
+    return _to_levels(pos, layout, dtype)
 
 
-def _family_softmax(mean_query: Tensor, mean_key: Tensor,
-                    mean_value: Optional[Tensor], pos: Optional[Tensor],
+def _gather_members(rows: Tensor, bucket: FamilyBucket) -> Tensor:
+    num_families, size = bucket.member_index.shape
+    if bucket.contiguous_start is not None:
+        start = bucket.contiguous_start
+        block = rows[start:start + num_families * size]
+    else:
+        block = rows.index_select(0, bucket.member_index.flatten())
+    return block.view(num_families, size, *rows.shape[1:])  # (F, B, H, C)
+
+
+def _family_softmax(mean_query: Levels, mean_key: Levels,
+                    mean_value: Optional[Levels], pos: Optional[Levels],
                     layout: TreeLayout, scale: float
-                    ) -> Tuple[Tensor, Optional[Tensor]]:
+                    ) -> Tuple[Levels, Optional[Levels]]:
     r"""Step 2: for every node A with siblings,
     ``log_sibling_mass(A) = logsumexp_C s(A->C) + log n(C)`` and the
-    softmax-weighted mean value of its siblings. Returns level-order ``[N, H]``
-    (``-inf`` without siblings) and ``[N, H, Cv]`` (zero without siblings)."""
-    num_nodes, heads = mean_query.shape[:2]
+    softmax-weighted mean value of its siblings, per level: ``[n, H]``
+    (``-inf`` without siblings) and ``[n, H, Cv]`` (``None`` for a level
+    without siblings, zero rows for nodes without siblings)."""
+    heads = mean_query[0].size(1)
+    masses: Levels = []
+    values: Optional[Levels] = [] if mean_value is not None else None
+    for depth, level in enumerate(layout.levels):
+        if not level.buckets:
+            masses.append(mean_query[depth].new_full((level.size, heads),
+                                                     -math.inf))
+            if values is not None:
+                values.append(None)
+            continue
+        level_masses, level_values = [], []
+        for bucket in level.buckets:
+            q = _gather_members(mean_query[depth], bucket)
+            k = _gather_members(mean_key[depth], bucket)
+            logits = torch.einsum('fbhc,fdhc->fhbd', q * scale, k)
+            if pos is not None:
+                p = _gather_members(pos[depth], bucket)     # (F, B, H|1, P)
+                logits = logits + torch.einsum('fbhp,fdhp->fhbd', p, p)
+            logits = logits + bucket.sibling_mask.to(logits.dtype)
+            mass = torch.logsumexp(logits, dim=-1)          # (F, H, B)
+            level_masses.append(mass.transpose(1, 2).reshape(-1, heads))
+            if values is not None:
+                weights = torch.exp(logits - mass.unsqueeze(-1))
+                v = _gather_members(mean_value[depth], bucket)
+                mixed = torch.einsum('fhbd,fdhc->fbhc', weights, v)
+                level_values.append(mixed.reshape(-1, heads, v.size(-1)))
+        if level.family_slot is None:    # one contiguous bucket = the level
+            masses.append(level_masses[0])
+            if values is not None:
+                values.append(level_values[0])
+            continue
+        level_masses.append(level_masses[0].new_full((1, heads), -math.inf))
+        masses.append(torch.cat(level_masses).index_select(
+            0, level.family_slot))
+        if values is not None:
+            level_values.append(level_values[0].new_zeros(
+                (1, ) + level_values[0].shape[1:]))
+            values.append(torch.cat(level_values).index_select(
+                0, level.family_slot))
+    return masses, values
 
-    def padded(t: Tensor) -> Tensor:  # a zero row at index N for padding
-        return torch.cat([t, t.new_zeros((1, ) + t.shape[1:])], dim=0)
 
-    query_rows, key_rows = padded(mean_query), padded(mean_key)
-    value_rows = padded(mean_value) if mean_value is not None else None
-    pos_rows = padded(pos) if pos is not None else None
-    masses, values = [], []
-    for bucket in layout.buckets:
-        members = bucket.member_index                        # (F, B)
-        q = query_rows[members].transpose(1, 2)              # (F, H, B, C)
-        k = key_rows[members].transpose(1, 2)
-        logits = torch.matmul(q * scale, k.transpose(-1, -2))  # (F, H, B, B)
-        if pos_rows is not None:
-            p = pos_rows[members].transpose(1, 2)            # (F, H|1, B, P)
-            logits = logits + torch.matmul(p, p.transpose(-1, -2))
-        logits = logits + bucket.sibling_mask.to(logits.dtype)
-        mass = torch.logsumexp(logits, dim=-1)               # (F, H, B)
-        masses.append(mass.transpose(1, 2).reshape(-1, heads))
-        if value_rows is not None:
-            weights = torch.exp(logits - mass.unsqueeze(-1))
-            v = value_rows[members].transpose(1, 2)          # (F, H, B, Cv)
-            mixed = torch.matmul(weights, v).transpose(1, 2)  # (F, B, H, Cv)
-            values.append(mixed.reshape(-1, heads, v.size(-1)))
-    # Row `num_sibling_nodes` is the "no siblings" row every other node reads.
-    slot = layout.family_slot_lo
-    masses.append(mean_query.new_full((1, heads), -math.inf))
-    log_sibling_mass = torch.cat(masses, dim=0)[slot]
-    sibling_value = None
-    if mean_value is not None:
-        values.append(mean_value.new_zeros((1, ) + mean_value.shape[1:]))
-        sibling_value = torch.cat(values, dim=0)[slot]
-    return log_sibling_mass, sibling_value
-
-
-def _free_energies(self_logit: Optional[Tensor], log_sibling_mass: Tensor,
+def _free_energies(self_logit: Optional[Levels], log_sibling_mass: Levels,
                    layout: TreeLayout, include_self: bool
-                   ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+                   ) -> Tuple[Levels, Levels, Levels]:
     r"""Step 3, bottom-up: ``log_inner_mass(A) = -phi(A)`` and
     ``log_partition(A) = logaddexp(-phi(A), -eta(A))``.
 
@@ -134,44 +193,43 @@ def _free_energies(self_logit: Optional[Tensor], log_sibling_mass: Tensor,
     ``-phi = -inf`` without self-attention; a node without siblings has
     ``-eta = -inf``), so they are handled with masks known from the layout
     and the arithmetic only ever sees finite numbers: no NaN, forward or
-    backward. Returns the masked ``-phi``, ``-eta``, ``logZ`` (zeros where
-    infinite) and the mask ``inner_finite``."""
-    has_siblings = layout.has_siblings_lo
-    inner_finite = layout.leaf_count_lo > 1
-    if include_self:
-        inner_finite = torch.ones_like(inner_finite)
-    heads = log_sibling_mass.size(1)
-    sibling_mass = torch.where(has_siblings[:, None], log_sibling_mass,
-                               torch.zeros_like(log_sibling_mass))
-    weight = layout.parent_weight_lo.to(log_sibling_mass.dtype)[:, None]
-
-    inner_levels, partition_levels = [None] * layout.num_levels, [None] * \
-        layout.num_levels
-    for level in range(layout.num_levels - 1, -1, -1):
-        span = layout.level_slice(level)
-        count = span.stop - span.start
-        if level + 1 < layout.num_levels:
-            below = partition_levels[level + 1] * weight[layout.level_slice(
-                level + 1)]
-            inner = _children_sum(below, layout, level)
+    backward. Returns per level the masked ``-phi``, the masked ``-eta`` and
+    ``logZ`` (zeros where infinite) and the masks ``inner_finite``."""
+    inner_levels: Levels = [None] * layout.num_levels
+    partition_levels: Levels = [None] * layout.num_levels
+    sibling_levels: Levels = [None] * layout.num_levels
+    for depth in range(layout.num_levels - 1, -1, -1):
+        level = layout.levels[depth]
+        mass = log_sibling_mass[depth]
+        sib = level.has_siblings[:, None]
+        mass = torch.where(sib, mass, torch.zeros_like(mass))
+        if depth + 1 < layout.num_levels:
+            below = layout.levels[depth + 1]
+            weighted = partition_levels[depth + 1] * below.parent_weight.to(
+                mass.dtype)[:, None]
+            inner = _children_sum_level(weighted, layout, depth)
         else:
-            inner = log_sibling_mass.new_zeros((count, heads))
-        if self_logit is not None:
-            inner = torch.where(layout.is_leaf_lo[span, None],
-                                self_logit[span], inner)
-        finite = inner_finite[span, None]
+            inner = torch.zeros_like(mass)
+        if self_logit is not None and level.leaf_kind != 'none':
+            inner = torch.where(level.is_leaf[:, None], self_logit[depth],
+                                inner)
+        finite = _inner_finite(level, include_self)[:, None]
         inner = torch.where(finite, inner, torch.zeros_like(inner))
-        sib, mass = has_siblings[span, None], sibling_mass[span]
-        partition = torch.where(
-            finite & sib, torch.logaddexp(inner, mass),
-            torch.where(finite, inner, mass))
+        partition = torch.where(finite & sib, torch.logaddexp(inner, mass),
+                                torch.where(finite, inner, mass))
         # Where both masses are empty logZ = -inf; a parent only ever sums
         # such a child when its own -phi is -inf too, so 0 is a safe stand-in.
         partition = torch.where(finite | sib, partition,
                                 torch.zeros_like(partition))
-        inner_levels[level], partition_levels[level] = inner, partition
-    return (torch.cat(inner_levels), sibling_mass, torch.cat(partition_levels),
-            inner_finite)
+        inner_levels[depth], partition_levels[depth] = inner, partition
+        sibling_levels[depth] = mass
+    return inner_levels, sibling_levels, partition_levels
+
+
+def _inner_finite(level, include_self: bool) -> Tensor:
+    if include_self:
+        return torch.ones_like(level.has_siblings)
+    return level.leaf_count > 1
 
 
 def hsa_log_partition(query: Tensor, key: Tensor,
@@ -200,34 +258,30 @@ def hsa_log_partition(query: Tensor, key: Tensor,
     layout = _resolve_layout(query, edge_index, num_nodes, layout)
     dtype = _compute_dtype(query.dtype)
     scale = 1.0 / math.sqrt(query.size(-1))
-    query_lo = query.to(dtype)[layout.order]
-    key_lo = key.to(dtype)[layout.order]
-    pos_lo = _level_order_positions(pos, layout, dtype)
-    means = _leaf_means(torch.cat([query_lo, key_lo], dim=-1), layout)
-    mean_query, mean_key = means.split(query.size(-1), dim=-1)
-    log_sibling_mass, _ = _family_softmax(mean_query, mean_key, None, pos_lo,
-                                          layout, scale)
-    self_logit = _self_logit(query_lo, key_lo, pos_lo, scale) \
+    query_levels = _to_levels(query, layout, dtype)
+    key_levels = _to_levels(key, layout, dtype)
+    pos_levels = _level_positions(pos, layout, dtype)
+    log_sibling_mass, _ = _family_softmax(
+        _leaf_means_levels(query_levels, layout),
+        _leaf_means_levels(key_levels, layout), None, pos_levels, layout,
+        scale)
+    self_logit = _self_logits(query_levels, key_levels, pos_levels, scale) \
         if include_self else None
-    inner, _, _, inner_finite = _free_energies(self_logit, log_sibling_mass,
-                                               layout, include_self)
-    inner = torch.where(inner_finite[:, None], inner,
-                        torch.full_like(inner, -math.inf))
-    return inner[layout.rank].to(query.dtype)
+    inner, _, _ = _free_energies(self_logit, log_sibling_mass, layout,
+                                 include_self)
+    inner = [torch.where(_inner_finite(level, include_self)[:, None], value,
+                         torch.full_like(value, -math.inf))
+             for level, value in zip(layout.levels, inner)]
+    return _from_levels(inner, layout).to(query.dtype)
 
 
-def _leaf_means(values: Tensor, layout: TreeLayout) -> Tensor:
-    leaf = layout.is_leaf_lo[:, None, None].to(values.dtype)
-    sums = subtree_sum_lo(values * leaf, layout)
-    return sums / layout.leaf_count_lo.to(values.dtype)[:, None, None]
-
-
-def _self_logit(query: Tensor, key: Tensor, pos: Optional[Tensor],
-                scale: float) -> Tensor:
-    logit = (query * key).sum(-1) * scale                     # (N, H)
+def _self_logits(query: Levels, key: Levels, pos: Optional[Levels],
+                 scale: float) -> Levels:
+    r"""``q_i . k_i / sqrt(d) + eps_i . eps_i`` per level, ``[n, H]``."""
+    logits = [(q * k).sum(-1) * scale for q, k in zip(query, key)]
     if pos is not None:
-        logit = logit + (pos * pos).sum(-1)
-    return logit
+        logits = [logit + (p * p).sum(-1) for logit, p in zip(logits, pos)]
+    return logits
 
 
 def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
@@ -286,45 +340,62 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
     layout = _resolve_layout(query, edge_index, num_nodes, layout)
     dtype = _compute_dtype(query.dtype)
     scale = 1.0 / math.sqrt(query.size(-1))
-    query_lo = query.to(dtype)[layout.order]                  # (N, H, C)
-    key_lo = key.to(dtype)[layout.order]
-    value_lo = value.to(dtype)[layout.order]                  # (N, H, Cv)
-    pos_lo = _level_order_positions(pos, layout, dtype)
+    query_levels = _to_levels(query, layout, dtype)   # per level (n, H, C)
+    key_levels = _to_levels(key, layout, dtype)
+    value_levels = _to_levels(value, layout, dtype)   # per level (n, H, Cv)
+    pos_levels = _level_positions(pos, layout, dtype)
 
     # 1. up: mean query, key and value of the leaves below every node.
-    channels = query.size(-1)
-    means = _leaf_means(torch.cat([query_lo, key_lo, value_lo], dim=-1),
-                        layout)
-    mean_query, mean_key = means[..., :channels], means[..., channels:2 *
-                                                        channels]
-    mean_value = means[..., 2 * channels:]
+    mean_query = _leaf_means_levels(query_levels, layout)
+    mean_key = _leaf_means_levels(key_levels, layout)
+    mean_value = _leaf_means_levels(value_levels, layout)
 
     # 2. families: sibling softmax (-eta) and the sibling mixture (vt).
     log_sibling_mass, sibling_value = _family_softmax(
-        mean_query, mean_key, mean_value, pos_lo, layout, scale)
+        mean_query, mean_key, mean_value, pos_levels, layout, scale)
 
     # 3. up: free energies -phi and logZ, level by level.
-    self_logit = _self_logit(query_lo, key_lo, pos_lo, scale) \
+    self_logit = _self_logits(query_levels, key_levels, pos_levels, scale) \
         if include_self else None
-    log_inner_mass, sibling_mass, log_partition, inner_finite = \
-        _free_energies(self_logit, log_sibling_mass, layout, include_self)
+    log_inner_mass, sibling_mass, log_partition = _free_energies(
+        self_logit, log_sibling_mass, layout, include_self)
 
-    # 4. down: log mu (stay inside A) and log(1 - mu) (leave A for siblings).
-    has_siblings = layout.has_siblings_lo[:, None]
-    minus_inf = torch.full_like(log_partition, -math.inf)
-    log_stay = torch.where(
-        has_siblings,
-        torch.where(inner_finite[:, None], log_inner_mass - log_partition,
-                    minus_inf), torch.zeros_like(log_partition))
-    log_leave = torch.where(has_siblings, sibling_mass - log_partition,
-                            minus_inf)
-    log_reach = path_sum_lo(log_stay, layout)          # u(A), (N, H)
-    log_reach_parent = parent_values_lo(log_reach, layout, 0.0)
-    leave_weight = torch.exp(log_reach_parent + log_leave)
-    out = path_sum_lo(leave_weight.unsqueeze(-1) * sibling_value, layout)
-    if include_self:
-        out = out + torch.exp(log_reach).unsqueeze(-1) * value_lo
+    # 4. down: u(A) = u(pa(A)) + log mu(A) and
+    #    out(A) = out(pa(A)) + exp(u(pa(A)) + log(1 - mu(A))) * vt(A).
+    out_levels: Levels = []
+    reach, out = None, None                  # u and out of the level above
+    for depth, level in enumerate(layout.levels):
+        partition = log_partition[depth]
+        sib = level.has_siblings[:, None]
+        minus_inf = torch.full_like(partition, -math.inf)
+        finite = _inner_finite(level, include_self)[:, None]
+        log_stay = torch.where(          # log mu(A); 0 without siblings
+            sib, torch.where(finite, log_inner_mass[depth] - partition,
+                             minus_inf), torch.zeros_like(partition))
+        if depth == 0:
+            reach_parent = torch.zeros_like(partition)
+            out_parent = None
+        else:
+            reach_parent = reach.index_select(0, level.parent_local)
+            out_parent = None if out is None else out.index_select(
+                0, level.parent_local)
+        reach = reach_parent + log_stay
+        out = out_parent
+        if sibling_value[depth] is not None:
+            log_leave = torch.where(sib, sibling_mass[depth] - partition,
+                                    minus_inf)  # log(1 - mu(A))
+            contribution = torch.exp(reach_parent + log_leave).unsqueeze(-1) \
+                * sibling_value[depth]
+            out = contribution if out is None else out + contribution
+        if include_self and level.leaf_kind != 'none':
+            own = torch.exp(reach).unsqueeze(-1) * value_levels[depth]
+            if level.leaf_kind == 'mixed':
+                own = own * level.is_leaf[:, None, None].to(own.dtype)
+            out = own if out is None else out + own
+        if out is None:
+            out = value_levels[depth].new_zeros(value_levels[depth].shape)
+        out_levels.append(out)
 
     # Leaves keep their output; internal rows get the mean over their leaves.
-    out = _leaf_means(out, layout)
-    return out[layout.rank].to(value.dtype)
+    out_levels = _leaf_means_levels(out_levels, layout)
+    return _from_levels(out_levels, layout).to(value.dtype)
