@@ -38,7 +38,9 @@ class CGALSegmentation(InMemoryDataset):
       the lowest point of the scene;
     * ``y`` ``[n]``: class id in :attr:`classes`, ``-1`` if unlabelled;
     * ``train_mask`` / ``test_mask`` ``[n]``: labelled points of each split;
-    * ``source_id`` ``[n]``: the point's row in the PLY file.
+    * ``source_id`` ``[n]``: the point's row in the PLY file;
+    * ``tile_centre`` ``[1, 2]``: where the tile's x, y origin lies in the
+      scene (metres from its lowest corner).
 
     Args:
         root (str): root directory of the dataset.
@@ -79,7 +81,7 @@ class CGALSegmentation(InMemoryDataset):
 
     @property
     def processed_file_names(self) -> List[str]:
-        return [f'tiles{self.tiles}_cell{self.cell_size:g}.pt']
+        return [f'tiles{self.tiles}_cell{self.cell_size:g}_v2.pt']
 
     @property
     def num_classes(self) -> int:
@@ -141,7 +143,8 @@ class CGALSegmentation(InMemoryDataset):
                                                     is_train_cell[rows]),
                         test_mask=torch.from_numpy(labelled[rows] &
                                                    ~is_train_cell[rows]),
-                        source_id=torch.from_numpy(rows))
+                        source_id=torch.from_numpy(rows),
+                        tile_centre=torch.from_numpy(centre).float().view(1, 2))
             if self.pre_transform is not None:
                 data = self.pre_transform(data)
             data_list.append(data)

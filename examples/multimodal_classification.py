@@ -1,0 +1,451 @@
+r"""Multi-modal classification of real furniture: one HSA hierarchy per item
+holding its 3-D shape, its catalogue icon and its name.
+
+Every item of :class:`hsa_graph.datasets.SweetHome3DFurniture` becomes a keyed
+root (:func:`hsa_graph.compose_hierarchies`) with three children:
+
+* ``shape``: the octree of its surface point cloud (leaves: points, x = xyz);
+* ``icon``:  the quad-tree of 16 x 16 patches of its 128 x 128 icon;
+* ``name``:  its name's words, with the class-revealing words masked
+  (``'Bar stool'`` -> ``bar <mask>``; the labels come from the names, so the
+  raw name would give the answer away).
+
+One :class:`hsa_graph.nn.HSAEncoder` with per-modality Q/K/V projections (and
+per-modality input embeddings) attends across all leaves; each modality's
+leaves are pooled into its subtree root, the roots averaged, and a linear head
+predicts the class. Compared, at the same width and depth:
+
+* ``hsa-all``: the multi-modal hierarchy;
+* ``hsa-shape`` / ``hsa-icon`` / ``hsa-name``: one modality;
+* ``late-fusion``: one encoder per modality, pooled and concatenated (no
+  cross-modal attention).
+
+Then, with no retraining, ``hsa-all`` and ``late-fusion`` are tested with one
+child dropped from every test hierarchy (late fusion gets zeros in the
+missing slot). Writes ``<out>/results.json`` and ``<out>/curves.png``.
+
+    python examples/multimodal_classification.py --quick     # < 5 minutes
+    python examples/multimodal_classification.py --epochs 40
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from collections import Counter
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.loader import DataLoader
+from torch_geometric.utils import scatter
+from tqdm.auto import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from shape_utils import (PeakMemory, Timer, count_parameters, fmt,  # noqa
+                         macro_f1, mean_ci, plot_curves, seed_everything,
+                         summarize, write_json)
+
+from hsa_graph import Hierarchy, tree_layout  # noqa: E402
+from hsa_graph.convert import (compose_hierarchies, from_image,  # noqa: E402
+                               from_point_cloud)
+from hsa_graph.datasets import SweetHome3DFurniture  # noqa: E402
+from hsa_graph.nn import HSAEncoder, pool_to_depth  # noqa: E402
+
+MODALITIES = ('shape', 'icon', 'name')
+MODELS = ('hsa-all', 'hsa-shape', 'hsa-icon', 'hsa-name', 'late-fusion')
+PATCH = 16          # icon patch side: 128 / 16 = 8 x 8 patches
+PATCH_DIM = 3 * PATCH * PATCH
+
+
+# --- per-modality hierarchies ------------------------------------------------
+class Vocabulary:
+    r"""Word -> id over the training names; id 0 is for unknown words."""
+
+    def __init__(self, names: Sequence[str]):
+        counts = Counter(word for name in names for word in name.split())
+        self.words = ['<unk>'] + sorted(counts)
+        self.ids = {word: i for i, word in enumerate(self.words)}
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def encode(self, name: str) -> Tensor:
+        return torch.tensor([self.ids.get(w, 0) for w in name.split()] or [0])
+
+
+def name_hierarchy(token_id: Tensor) -> Hierarchy:
+    r"""Root with the words as children, positioned by their index."""
+    n = token_id.numel()
+    parent = torch.full((n + 1, ), n, dtype=torch.long)
+    parent[n] = -1
+    pos = torch.cat([torch.arange(n, dtype=torch.float), torch.zeros(1)])
+    return Hierarchy.from_parent(parent, pos=pos.unsqueeze(-1),
+                                 token_id=torch.cat([token_id,
+                                                     token_id.new_full((1, ),
+                                                                       -1)]))
+
+
+def item_parts(pos: Tensor, icon: Tensor, token_id: Tensor,
+               leaf_size: int) -> Dict[str, Hierarchy]:
+    shape = from_point_cloud(pos, x=pos, leaf_size=leaf_size)
+    image = from_image(icon.float() / 255.0 - 0.5, patch_size=PATCH)
+    return {'shape': Hierarchy(x=shape.x, edge_index=shape.edge_index,
+                               pos=shape.pos, num_nodes=shape.num_nodes),
+            'icon': Hierarchy(x=image.x, edge_index=image.edge_index,
+                              pos=image.pos, num_nodes=image.num_nodes),
+            'name': name_hierarchy(token_id)}
+
+
+def compose_item(parts: Dict[str, Hierarchy], y: Tensor) -> Hierarchy:
+    r"""Keyed root over the given parts (any subset of :data:`MODALITIES`,
+    in that order), with modality-stable ids: ``node_type`` is the global
+    modality id (0 shape, 1 icon, 2 name) whichever parts are present, the
+    part roots' position is that id (a learned key embedding), and
+    ``family_type`` is 0 for the keyed family, 1 + modality inside a part."""
+    keys = [key for key in MODALITIES if key in parts]
+    h = compose_hierarchies({key: parts[key] for key in keys})
+    sizes = [parts[key].num_nodes for key in keys]
+    modality = torch.cat([torch.full((n, ), MODALITIES.index(key))
+                          for key, n in zip(keys, sizes)] +
+                         [torch.zeros(1, dtype=torch.long)])  # root: unused
+    root = h.num_nodes - 1
+    is_part_root = h.edge_index[1] == root
+    part_root = h.edge_index[0][is_part_root]
+    family_type = 1 + modality
+    family_type[part_root] = 0
+    family_type[root] = -1
+    inner = h.pos[:, len(keys):]
+    pos = torch.zeros(h.num_nodes, 3)
+    pos[:, :inner.size(1)] = inner
+    pos[part_root] = 0.0
+    pos[part_root, 0] = modality[part_root].float()
+    x = h.x if h.x is not None else torch.zeros(h.num_nodes, PATCH_DIM)
+    if x.size(1) < PATCH_DIM:
+        x = torch.cat([x, x.new_zeros(x.size(0), PATCH_DIM - x.size(1))], 1)
+    token_id = getattr(h, 'token_id', None)
+    if token_id is None:
+        token_id = torch.full((h.num_nodes, ), -1, dtype=torch.long)
+    return Hierarchy(x=x, edge_index=h.edge_index, pos=pos,
+                     node_type=modality, family_type=family_type,
+                     token_id=token_id, y=y, num_nodes=h.num_nodes)
+
+
+# --- models -------------------------------------------------------------------
+class ModalityEmbedding(nn.Module):
+    r"""Leaf features of every modality to the model width: xyz for shape
+    leaves, patch pixels for icon leaves, a word embedding for name leaves;
+    internal nodes get zeros."""
+
+    def __init__(self, channels: int, vocab_size: int):
+        super().__init__()
+        self.shape = nn.Linear(3, channels)
+        self.icon = nn.Linear(PATCH_DIM, channels)
+        self.name = nn.Embedding(vocab_size, channels)
+
+    def forward(self, data, is_leaf: Tensor) -> Tensor:
+        node_type = data.node_type
+        out = torch.where((node_type == 0).unsqueeze(-1),
+                          self.shape(data.x[:, :3]), 0.0)
+        out = out + torch.where((node_type == 1).unsqueeze(-1),
+                                self.icon(data.x), 0.0)
+        word = self.name(data.token_id.clamp(min=0))
+        out = out + torch.where(((node_type == 2) & (data.token_id >= 0))
+                                .unsqueeze(-1), word, 0.0)
+        return out * is_leaf.unsqueeze(-1).to(out.dtype)
+
+
+def make_encoder(channels: int, layers: int, heads: int, dropout: float,
+                 num_node_types: int) -> HSAEncoder:
+    # Family types: 0 keyed modality family, 1 octree (3-D offsets),
+    # 2 quad-tree (2-D offsets), 3 words (1-D index).
+    return HSAEncoder(channels, channels, num_layers=layers, heads=heads,
+                      ffn_channels=2 * channels, dropout=dropout,
+                      num_node_types=num_node_types,
+                      families=[('key', len(MODALITIES)), 3, 2, 1],
+                      pos_channels=16, pos_head_channels=8, max_period=16.0)
+
+
+def modality_pool(x: Tensor, data, layout) -> Tensor:
+    r"""Mean of each part's leaves (pooled into the part roots, depth 1),
+    then the mean over the parts present in each tree."""
+    pooled, _, pooled_batch = pool_to_depth(x, layout, 1, data.batch)
+    return scatter(pooled, pooled_batch, dim=0, dim_size=data.num_graphs,
+                   reduce='mean')
+
+
+class HSAMultimodal(nn.Module):
+    def __init__(self, channels, layers, heads, num_classes, dropout,
+                 vocab_size):
+        super().__init__()
+        self.embed = ModalityEmbedding(channels, vocab_size)
+        self.encoder = make_encoder(channels, layers, heads, dropout,
+                                    len(MODALITIES))
+        self.head = nn.Linear(channels, num_classes)
+
+    def forward(self, data) -> Tensor:
+        layout = tree_layout(data.edge_index, data.num_nodes)
+        x = self.encoder(self.embed(data, layout.is_leaf), data.edge_index,
+                         pos=data.pos, family_type=data.family_type,
+                         node_type=data.node_type, layout=layout)
+        return self.head(modality_pool(x, data, layout))
+
+
+class LateFusion(nn.Module):
+    r"""One encoder per modality on that modality's subtrees only (the keyed
+    root's edges are cut, so there is no cross-modal attention), pooled per
+    modality, concatenated (zeros for a missing modality) and classified."""
+
+    def __init__(self, channels, layers, heads, num_classes, dropout,
+                 vocab_size):
+        super().__init__()
+        self.embed = ModalityEmbedding(channels, vocab_size)
+        self.encoders = nn.ModuleList([
+            make_encoder(channels, layers, heads, dropout, 1)
+            for _ in MODALITIES])
+        self.head = nn.Linear(len(MODALITIES) * channels, num_classes)
+
+    def forward(self, data) -> Tensor:
+        full_layout = tree_layout(data.edge_index, data.num_nodes)
+        x = self.embed(data, full_layout.is_leaf)
+        # Cut the keyed roots off: each modality subtree becomes a tree.
+        keep = data.family_type[data.edge_index[0]] != 0
+        edge_index = data.edge_index[:, keep]
+        pooled = []
+        for modality, encoder in enumerate(self.encoders):
+            mine = data.node_type == modality
+            mine[full_layout.parent < 0] = False     # the keyed roots
+            nodes = mine.nonzero().flatten()
+            out = x.new_zeros(data.num_graphs, x.size(1))
+            if nodes.numel() > 0:
+                relabel = torch.full((data.num_nodes, ), -1, dtype=torch.long,
+                                     device=x.device)
+                relabel[nodes] = torch.arange(nodes.numel(), device=x.device)
+                sub_edges = relabel[edge_index[:, mine[edge_index[0]]]]
+                layout = tree_layout(sub_edges, nodes.numel())
+                h = encoder(x[nodes], sub_edges, pos=data.pos[nodes],
+                            family_type=data.family_type[nodes],
+                            layout=layout)
+                leaf = layout.is_leaf.unsqueeze(-1).to(h.dtype)
+                batch = data.batch[nodes]
+                total = scatter(h * leaf, batch, 0, dim_size=data.num_graphs,
+                                reduce='sum')
+                count = scatter(leaf, batch, 0, dim_size=data.num_graphs,
+                                reduce='sum')
+                out = total / count.clamp(min=1)
+            pooled.append(out)
+        return self.head(torch.cat(pooled, dim=-1))
+
+
+# --- data -----------------------------------------------------------------------
+def rotate_scale_jitter(pos: Tensor, generator: torch.Generator) -> Tensor:
+    angle = float(torch.rand(1, generator=generator)) * 2 * math.pi
+    c, s = math.cos(angle), math.sin(angle)
+    rotation = pos.new_tensor([[c, -s, 0.], [s, c, 0.], [0., 0., 1.]])
+    scale = 0.8 + 0.4 * float(torch.rand(1, generator=generator))
+    return pos @ rotation.t() * scale + 0.01 * torch.randn(
+        pos.shape, generator=generator)
+
+
+class ItemSet(torch.utils.data.Dataset):
+    def __init__(self, items: List[dict], keys: Sequence[str], train: bool,
+                 leaf_size: int, seed: int):
+        self.items, self.keys, self.train = items, tuple(keys), train
+        self.leaf_size = leaf_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.cache: Dict[int, Hierarchy] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Hierarchy:
+        if not self.train and i in self.cache:
+            return self.cache[i]
+        item = self.items[i]
+        pos = item['pos']
+        if self.train:
+            pos = rotate_scale_jitter(pos, self.generator)
+        parts = item_parts(pos, item['icon'], item['token_id'],
+                           self.leaf_size)
+        h = compose_item({k: parts[k] for k in self.keys}, item['y'])
+        if not self.train:
+            self.cache[i] = h
+        return h
+
+
+def load_items(num_points: int):
+    root = os.path.join(os.environ.get('HSA_DATA', 'data'), 'furniture')
+    train = SweetHome3DFurniture(root, 'train', num_points=2048)
+    test = SweetHome3DFurniture(root, 'test', num_points=2048)
+    vocab = Vocabulary([d.name_masked for d in train])
+
+    def items(ds):
+        return [{'pos': d.pos[:num_points], 'icon': d.icon[0],
+                 'token_id': vocab.encode(d.name_masked), 'y': d.y.view(1)}
+                for d in ds]
+
+    return items(train), items(test), vocab
+
+
+# --- training -------------------------------------------------------------------
+def evaluate(model, loader, device, num_classes):
+    model.eval()
+    preds, targets = [], []
+    with torch.no_grad():
+        for batch in loader:
+            batch = batch.to(device)
+            preds.append(model(batch).argmax(-1).cpu())
+            targets.append(batch.y.view(-1).cpu())
+    pred, target = torch.cat(preds), torch.cat(targets)
+    return (float((pred == target).float().mean()),
+            macro_f1(pred, target, num_classes))
+
+
+def keys_of(name: str) -> Sequence[str]:
+    return MODALITIES if name in ('hsa-all', 'late-fusion') else \
+        (name.split('-', 1)[1], )
+
+
+def run_one(name, seed, args, data, device) -> dict:
+    seed_everything(seed)
+    train_items, test_items, vocab = data
+    keys = keys_of(name)
+    num_classes = len(SweetHome3DFurniture.classes)
+    loader_seed = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(ItemSet(train_items, keys, True, args.leaf_size,
+                                      seed), batch_size=args.batch_size,
+                              shuffle=True, generator=loader_seed)
+    test_loader = DataLoader(ItemSet(test_items, keys, False, args.leaf_size,
+                                     seed), batch_size=args.batch_size)
+    cls = LateFusion if name == 'late-fusion' else HSAMultimodal
+    model = cls(args.channels, args.layers, args.heads, num_classes,
+                args.dropout, len(vocab)).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr,
+                                  weight_decay=0.05)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=args.lr, total_steps=args.epochs * len(train_loader),
+        pct_start=0.1)
+    history = {'train_loss': [], 'test_acc': [], 'test_f1': [], 'epoch_s': [],
+               'peak_mb': []}
+    bar = tqdm(range(args.epochs), desc=f'{name} seed {seed}', leave=False)
+    for _ in bar:
+        model.train()
+        total, count = 0.0, 0
+        with Timer(device) as timer, PeakMemory(device) as memory:
+            for batch in train_loader:
+                batch = batch.to(device)
+                loss = F.cross_entropy(model(batch), batch.y.view(-1),
+                                       label_smoothing=0.1)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                total += float(loss.detach()) * batch.num_graphs
+                count += batch.num_graphs
+        acc, f1 = evaluate(model, test_loader, device, num_classes)
+        for key, value in (('train_loss', total / count), ('test_acc', acc),
+                           ('test_f1', f1), ('epoch_s', timer.seconds),
+                           ('peak_mb', memory.peak_mb)):
+            history[key].append(value)
+        bar.set_postfix(loss=f'{total / count:.3f}', acc=f'{acc:.3f}')
+    timed = history['epoch_s'][1:] or history['epoch_s']
+    run = {'model': name, 'seed': seed, 'parameters': count_parameters(model),
+           'test_acc': history['test_acc'][-1],
+           'test_f1': history['test_f1'][-1],
+           'epoch_s': sorted(timed)[len(timed) // 2],
+           'peak_mb': max(history['peak_mb']), 'history': history}
+    if len(keys) == len(MODALITIES):   # drop one child at test time
+        for dropped in MODALITIES:
+            kept = [k for k in MODALITIES if k != dropped]
+            loader = DataLoader(ItemSet(test_items, kept, False,
+                                        args.leaf_size, seed),
+                                batch_size=args.batch_size)
+            acc, f1 = evaluate(model, loader, device, num_classes)
+            run[f'acc_without_{dropped}'] = acc
+            run[f'f1_without_{dropped}'] = f1
+    return run
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--quick', action='store_true',
+                        help='256 points, 6 epochs, 3 seeds (< 5 minutes)')
+    parser.add_argument('--num-points', type=int, default=1024)
+    parser.add_argument('--epochs', type=int, default=40)
+    parser.add_argument('--seeds', type=int, default=3)
+    parser.add_argument('--models', default=','.join(MODELS))
+    parser.add_argument('--channels', type=int, default=64)
+    parser.add_argument('--layers', type=int, default=2)
+    parser.add_argument('--heads', type=int, default=4)
+    parser.add_argument('--dropout', type=float, default=0.1)
+    parser.add_argument('--leaf-size', type=int, default=16)
+    parser.add_argument('--batch-size', type=int, default=16)
+    parser.add_argument('--lr', type=float, default=2e-3)
+    parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available()
+                        else 'cpu')
+    parser.add_argument('--out', default='runs/multimodal_classification')
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.num_points, args.epochs = 256, 6
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    models = [m for m in args.models.split(',') if m]
+    unknown = set(models) - set(MODELS)
+    if unknown:
+        parser.error(f'unknown models {sorted(unknown)}; choose from {MODELS}')
+
+    start = time.time()
+    data = load_items(args.num_points)
+    runs = []
+    for seed in range(args.seeds):
+        for name in models:
+            run = run_one(name, seed, args, data, device)
+            runs.append(run)
+            extra = ' '.join(f"-{m}: {run[f'acc_without_{m}']:.3f}"
+                             for m in MODALITIES
+                             if f'acc_without_{m}' in run)
+            print(f"{name:12s} seed {seed}: acc {run['test_acc']:.3f} "
+                  f"f1 {run['test_f1']:.3f} {run['epoch_s']:.2f} s/epoch "
+                  f"peak {run['peak_mb']:.0f} MB "
+                  f"({run['parameters']:,} parameters) {extra}", flush=True)
+    metrics = ['test_acc', 'test_f1', 'epoch_s', 'peak_mb']
+    summary = summarize(runs, metrics)
+    for name, row in summary.items():
+        mine = [r for r in runs if r['model'] == name]
+        for m in MODALITIES:
+            if f'acc_without_{m}' in mine[0]:
+                row[f'acc_without_{m}'] = mean_ci(
+                    [r[f'acc_without_{m}'] for r in mine])
+                row[f'f1_without_{m}'] = mean_ci(
+                    [r[f'f1_without_{m}'] for r in mine])
+    print(f'\n{"model":12s} {"params":>8s} {"accuracy":>15s} '
+          f'{"macro-F1":>15s} {"s/epoch":>8s} {"peak MB":>8s}')
+    for name, row in summary.items():
+        print(f"{name:12s} {row['parameters']:8,d} {fmt(row['test_acc'])} "
+              f"{fmt(row['test_f1'])} {row['epoch_s']['mean']:8.2f} "
+              f"{row['peak_mb']['mean']:8.0f}")
+    for name, row in summary.items():
+        for m in MODALITIES:
+            if f'acc_without_{m}' in row:
+                print(f"{name:12s} without {m:5s}: acc "
+                      f"{fmt(row[f'acc_without_{m}'])} f1 "
+                      f"{fmt(row[f'f1_without_{m}'])}")
+    payload = {'args': vars(args), 'device': str(device),
+               'torch_threads': torch.get_num_threads(),
+               'vocabulary_size': len(data[2]),
+               'wall_s': time.time() - start, 'summary': summary,
+               'runs': runs}
+    write_json(os.path.join(args.out, 'results.json'), payload)
+    plot_curves(runs, os.path.join(args.out, 'curves.png'),
+                title='furniture: shape + icon + name')
+    print(' '.join(f"{name} acc={row['test_acc']['mean']:.3f}"
+                   for name, row in summary.items()))
+    return payload
+
+
+if __name__ == '__main__':
+    main()
