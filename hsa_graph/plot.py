@@ -139,7 +139,8 @@ def plot_hierarchy(h: Hierarchy, ax: Any = None, color_by: str = 'depth',
             raise ValueError("color_by='type' needs h.node_type")
         values = node_type.tolist()
         names = getattr(h, 'node_type_names', None)
-        legend = {t: (names[t] if names and 0 <= t < len(names) else str(t))
+        legend = {t: (names[t] if names and 0 <= t < len(names) else
+                      'none' if t < 0 else str(t))
                   for t in sorted(set(values))}
         label = 'node type'
     else:

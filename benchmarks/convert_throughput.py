@@ -1,0 +1,139 @@
+r"""Converter throughput: input elements per second, 10^4 to 10^6 elements.
+
+Each converter runs on synthetic inputs of growing size (uniform points, a
+random geometric graph, a triangulated grid mesh, a one-channel image with one
+pixel per patch); the time covers the whole call, validation and positions
+included. Prints a Markdown table and writes JSON.
+
+Examples:
+  python benchmarks/convert_throughput.py
+  python benchmarks/convert_throughput.py --sizes 10000 100000 --repeats 1 \
+      --out benchmarks/results/convert_throughput.json
+
+Louvain clustering (graphs, meshes) is pure-Python networkx: it is skipped
+above --max-cluster elements (default 10^5), where one run takes minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
+
+import hsa_graph  # noqa: E402
+
+
+def random_geometric_graph(num_nodes: int, degree: float, seed: int):
+    r"""Uniform points in the unit square joined within the radius that gives
+    the requested mean degree (scipy's k-d tree finds the pairs)."""
+    from scipy.spatial import cKDTree
+    generator = torch.Generator().manual_seed(seed)
+    points = torch.rand(num_nodes, 2, generator=generator, dtype=torch.float64)
+    radius = math.sqrt(degree / (math.pi * num_nodes))
+    pairs = cKDTree(points.numpy()).query_pairs(radius, output_type='ndarray')
+    edge_index = torch.from_numpy(pairs).t().long()
+    from torch_geometric.data import Data
+    return Data(edge_index=edge_index, num_nodes=num_nodes, pos=points.float())
+
+
+def grid_mesh(num_vertices: int):
+    r"""A triangulated square grid with about :obj:`num_vertices` vertices."""
+    side = max(2, round(math.sqrt(num_vertices)))
+    i, j = torch.meshgrid(torch.arange(side), torch.arange(side), indexing='ij')
+    pos = torch.stack([i.flatten(), j.flatten(),
+                       torch.zeros(side * side, dtype=torch.long)], 1).float()
+    vid = torch.arange(side * side).view(side, side)
+    a, b = vid[:-1, :-1].flatten(), vid[1:, :-1].flatten()
+    c, d = vid[1:, 1:].flatten(), vid[:-1, 1:].flatten()
+    face = torch.cat([torch.stack([a, b, c]), torch.stack([a, c, d])], 1)
+    return pos, face
+
+
+def cases(size: int, seed: int):
+    r"""``(name, number of elements, callable)`` for every converter."""
+    generator = torch.Generator().manual_seed(seed)
+    points = torch.rand(size, 3, generator=generator)
+    yield ('point cloud, octree (leaf_size=16)', size,
+           lambda: hsa_graph.from_point_cloud(points, leaf_size=16))
+    yield ('point cloud, kd-tree (leaf_size=16, branching=2)', size,
+           lambda: hsa_graph.from_point_cloud(points, method='kdtree',
+                                              leaf_size=16))
+    side = round(math.sqrt(size))
+    image = torch.rand(1, side, side, generator=generator)
+    yield (f'image quad-tree (patch_size=1)', side * side,
+           lambda: hsa_graph.from_image(image, patch_size=1))
+    graph = random_geometric_graph(size, degree=10, seed=seed)
+    yield ('graph, Louvain (random geometric, mean degree 10)', size,
+           lambda: hsa_graph.hierarchy_from_graph(graph, pos=None))
+    pos, face = grid_mesh(size)
+    yield ('mesh vertices, Louvain (triangulated grid)', pos.size(0),
+           lambda: hsa_graph.from_mesh(pos, face))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--sizes', type=int, nargs='+',
+                        default=[10_000, 100_000, 1_000_000])
+    parser.add_argument('--repeats', type=int, default=3,
+                        help='timed runs per case (the median is reported)')
+    parser.add_argument('--max-cluster', type=int, default=100_000,
+                        help='largest input for Louvain-based converters')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch.set_num_threads (default: torch default)')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--out', default=None, help='JSON output path')
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    for size in args.sizes:
+        for name, count, run in cases(size, args.seed):
+            if 'Louvain' in name and count > args.max_cluster:
+                rows.append({'converter': name, 'elements': count,
+                             'seconds': None, 'skipped': True})
+                print(f'{name:55s} {count:>9,d}  skipped (> --max-cluster)',
+                      flush=True)
+                continue
+            repeats = 1 if 'Louvain' in name else args.repeats
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                h = run()
+                times.append(time.perf_counter() - start)
+            seconds = statistics.median(times)
+            rows.append({'converter': name, 'elements': count,
+                         'seconds': seconds, 'per_second': count / seconds,
+                         'nodes': h.num_nodes, 'height': h.height,
+                         'repeats': repeats})
+            print(f'{name:55s} {count:>9,d}  {seconds:8.2f} s  '
+                  f'{count / seconds:>12,.0f} /s  height {h.height}',
+                  flush=True)
+    print('\n| converter | elements | time (s) | elements / s | tree nodes | height |')
+    print('|---|---:|---:|---:|---:|---:|')
+    for row in rows:
+        if row.get('skipped'):
+            print(f"| {row['converter']} | {row['elements']:,} | skipped | | | |")
+        else:
+            print(f"| {row['converter']} | {row['elements']:,} | "
+                  f"{row['seconds']:.2f} | {row['per_second']:,.0f} | "
+                  f"{row['nodes']:,} | {row['height']} |")
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, 'w') as handle:
+            json.dump({'machine': platform.platform(),
+                       'processor': platform.processor(),
+                       'torch': torch.__version__,
+                       'threads': torch.get_num_threads(),
+                       'rows': rows}, handle, indent=2)
+
+
+if __name__ == '__main__':
+    main()
