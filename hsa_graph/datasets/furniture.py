@@ -167,6 +167,10 @@ class SweetHome3DFurniture(InMemoryDataset):
                     if self.pre_transform is not None:
                         data = self.pre_transform(data)
                     data_list.append(data)
+                if not data_list:
+                    raise ValueError(
+                        f"The {split} split is empty: each class needs at "
+                        f"least 5 items for one to go to the test split")
                 self.save(data_list, self.processed_paths[split_id])
         finally:
             for archive in archives.values():
