@@ -127,8 +127,9 @@ class TextHierarchyDataset(InMemoryDataset):
             of each document. (default: :obj:`512`)
         vocab_size (int): vocabulary size of the word tokenizer, special
             tokens excluded. (default: :obj:`30000`)
-        max_docs (int, optional): keep a seeded random subset of at most this
-            many documents of each split (quick runs). (default: :obj:`None`)
+        max_docs (int or dict, optional): keep a seeded random subset of at
+            most this many documents of each split (quick runs), or a dict
+            such as ``{'train': 2000, 'test': 1000}``. (default: :obj:`None`)
         subset_seed (int): seed of that subset. (default: :obj:`0`)
         transform, pre_transform, pre_filter: as in
             :class:`~torch_geometric.data.InMemoryDataset`.
@@ -159,7 +160,12 @@ class TextHierarchyDataset(InMemoryDataset):
                 if len(self.levels) > 1 else ()
         self.max_tokens = max_tokens
         self.vocab_size = vocab_size
-        self.max_docs = max_docs
+        if max_docs is None or isinstance(max_docs, int):
+            max_docs = {'train': max_docs, 'test': max_docs}
+        if set(max_docs) != {'train', 'test'}:
+            raise ValueError(f"max_docs must be an int or a dict with keys "
+                             f"'train' and 'test', got {max_docs!r}")
+        self.max_docs = dict(max_docs)
         self.subset_seed = subset_seed
         self._tokenizer = None
         root = default_data_root() if root is None else root
@@ -189,8 +195,9 @@ class TextHierarchyDataset(InMemoryDataset):
                f'_max{self.max_tokens}')
         if self.tokenizer_name == 'word':
             tag += f'_vocab{self.vocab_size}'
-        if self.max_docs is not None:
-            tag += f'_docs{self.max_docs}_seed{self.subset_seed}'
+        if any(v is not None for v in self.max_docs.values()):
+            tag += (f'_docs{self.max_docs["train"]}-{self.max_docs["test"]}'
+                    f'_seed{self.subset_seed}')
         return tag
 
     @property
@@ -221,15 +228,17 @@ class TextHierarchyDataset(InMemoryDataset):
     def read_split(self, split: str) -> List[Tuple[str, int]]:
         raise NotImplementedError
 
-    def _subset(self, items: List[Tuple[str, int]]) -> List[Tuple[str, int]]:
-        if self.max_docs is None or len(items) <= self.max_docs:
+    def _subset(self, items: List[Tuple[str, int]],
+                split: str) -> List[Tuple[str, int]]:
+        limit = self.max_docs[split]
+        if limit is None or len(items) <= limit:
             return items
         generator = torch.Generator().manual_seed(self.subset_seed)
-        keep = torch.randperm(len(items), generator=generator)[:self.max_docs]
+        keep = torch.randperm(len(items), generator=generator)[:limit]
         return [items[i] for i in sorted(keep.tolist())]
 
     def process(self) -> None:
-        splits = {s: self._subset(self.read_split(s))
+        splits = {s: self._subset(self.read_split(s), s)
                   for s in ('train', 'test')}
         for split, items in splits.items():
             if not items:
