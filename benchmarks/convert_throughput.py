@@ -3,7 +3,9 @@ r"""Converter throughput: input elements per second, 10^4 to 10^6 elements.
 Each converter runs on synthetic inputs of growing size (uniform points, a
 random geometric graph, a triangulated grid mesh, a one-channel image with one
 pixel per patch); the time covers the whole call, validation and positions
-included. Prints a Markdown table and writes JSON.
+included. Wall-clock and process CPU time are both reported: on a shared
+machine the CPU time is the steadier figure (with --threads 1 the two agree
+on an idle machine). Prints a Markdown table and writes JSON.
 
 Examples:
   python benchmarks/convert_throughput.py
@@ -93,6 +95,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    # warm-up: first calls pay for lazy imports and allocator growth
+    for _, _, run in cases(2_000, args.seed):
+        run()
     rows = []
     for size in args.sizes:
         for name, count, run in cases(size, args.seed):
@@ -103,28 +108,36 @@ def main() -> None:
                       flush=True)
                 continue
             repeats = 1 if 'Louvain' in name else args.repeats
-            times = []
+            times, cpu_times = [], []
             for _ in range(repeats):
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 h = run()
                 times.append(time.perf_counter() - start)
+                cpu_times.append(time.process_time() - cpu_start)
             seconds = statistics.median(times)
+            cpu_seconds = statistics.median(cpu_times)
             rows.append({'converter': name, 'elements': count,
-                         'seconds': seconds, 'per_second': count / seconds,
+                         'seconds': seconds, 'cpu_seconds': cpu_seconds,
+                         'per_second': count / seconds,
                          'nodes': h.num_nodes, 'height': h.height,
-                         'repeats': repeats})
-            print(f'{name:55s} {count:>9,d}  {seconds:8.2f} s  '
-                  f'{count / seconds:>12,.0f} /s  height {h.height}',
-                  flush=True)
-    print('\n| converter | elements | time (s) | elements / s | tree nodes | height |')
-    print('|---|---:|---:|---:|---:|---:|')
+                         'repeats': repeats, 'load_average': os.getloadavg()[0]})
+            print(f'{name:55s} {count:>9,d}  {seconds:8.2f} s  cpu '
+                  f'{cpu_seconds:8.2f} s  {count / seconds:>12,.0f} /s  '
+                  f'height {h.height}', flush=True)
+    print(f'\nthreads {torch.get_num_threads()}, load average '
+          f'{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores')
+    print('| converter | elements | wall (s) | CPU (s) | elements / s (wall) '
+          '| tree nodes | height |')
+    print('|---|---:|---:|---:|---:|---:|---:|')
     for row in rows:
         if row.get('skipped'):
-            print(f"| {row['converter']} | {row['elements']:,} | skipped | | | |")
+            print(f"| {row['converter']} | {row['elements']:,} | skipped "
+                  f"| | | | |")
         else:
             print(f"| {row['converter']} | {row['elements']:,} | "
-                  f"{row['seconds']:.2f} | {row['per_second']:,.0f} | "
-                  f"{row['nodes']:,} | {row['height']} |")
+                  f"{row['seconds']:.2f} | {row['cpu_seconds']:.2f} | "
+                  f"{row['per_second']:,.0f} | {row['nodes']:,} | "
+                  f"{row['height']} |")
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, 'w') as handle:

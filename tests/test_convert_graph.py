@@ -9,6 +9,12 @@ from torch_geometric.utils import from_networkx as pyg_from_networkx
 from _convert_checks import check_conversion
 from hsa_graph import hierarchy_from_graph
 
+try:
+    import igraph  # noqa: F401
+    ENGINES = ['networkx', 'igraph']
+except ImportError:
+    ENGINES = ['networkx']
+
 
 def leaf_sets(h):
     r"""Set of leaves below every internal node."""
@@ -22,8 +28,10 @@ def leaf_sets(h):
     return below
 
 
-def test_barbell_splits_at_the_bridge():
-    h = hierarchy_from_graph(nx.barbell_graph(4, 0), branching=4)
+@pytest.mark.parametrize('engine', ENGINES)
+def test_barbell_splits_at_the_bridge(engine):
+    h = hierarchy_from_graph(nx.barbell_graph(4, 0), branching=4,
+                             engine=engine)
     check_conversion(h, 8, leaf_bound=4, internal_bound=4)
     root = int(h.root_index[0])
     clusters = sorted(sorted(s) for node, s in leaf_sets(h).items()
@@ -41,12 +49,14 @@ def test_spectral_on_a_path_gives_contiguous_chunks():
 
 
 @pytest.mark.parametrize('method', ['louvain', 'spectral'])
-def test_disconnected_components_never_mix(method):
+@pytest.mark.parametrize('engine', ENGINES)
+def test_disconnected_components_never_mix(method, engine):
     graph = nx.disjoint_union_all([nx.complete_graph(5), nx.cycle_graph(6),
                                    nx.empty_graph(2)])
     component = {v: i for i, c in enumerate(nx.connected_components(graph))
                  for v in c}
-    h = hierarchy_from_graph(graph, branching=3, leaf_size=3, method=method)
+    h = hierarchy_from_graph(graph, branching=3, leaf_size=3, method=method,
+                             engine=engine)
     check_conversion(h, 13, leaf_bound=3, internal_bound=3)
     for node, leaves in leaf_sets(h).items():
         kinds = {component[v] for v in leaves}
@@ -84,9 +94,10 @@ def test_pyg_input_matches_networkx_input():
     assert torch.equal(b.x[:34], data.x)
 
 
-def test_clusters_are_connected_on_a_grid():
+@pytest.mark.parametrize('engine', ENGINES)
+def test_clusters_are_connected_on_a_grid(engine):
     graph = nx.convert_node_labels_to_integers(nx.grid_2d_graph(20, 20))
-    h = hierarchy_from_graph(graph)
+    h = hierarchy_from_graph(graph, engine=engine)
     sets = leaf_sets(h)
     connected = [nx.is_connected(graph.subgraph(s)) for s in sets.values()]
     assert sum(connected) / len(connected) >= 0.9
@@ -114,6 +125,8 @@ def test_bad_graphs():
         hierarchy_from_graph(nx.path_graph(3), method='metis')
     with pytest.raises(ValueError, match='branching'):
         hierarchy_from_graph(nx.path_graph(3), branching=1)
+    with pytest.raises(ValueError, match='engine'):
+        hierarchy_from_graph(nx.path_graph(3), engine='cugraph')
     with pytest.raises(ValueError, match='rows'):
         hierarchy_from_graph(nx.path_graph(3), x=torch.zeros(2, 1))
     graph = nx.path_graph(3)
@@ -131,11 +144,12 @@ def test_single_node():
 @given(num_nodes=st.integers(1, 40), p=st.floats(0.0, 0.4),
        branching=st.integers(2, 6), leaf_size=st.integers(2, 6),
        method=st.sampled_from(['louvain', 'spectral']),
-       seed=st.integers(0, 1000))
-def test_graph_properties(num_nodes, p, branching, leaf_size, method, seed):
+       engine=st.sampled_from(ENGINES), seed=st.integers(0, 1000))
+def test_graph_properties(num_nodes, p, branching, leaf_size, method, engine,
+                          seed):
     graph = nx.gnp_random_graph(num_nodes, p, seed=seed)
     h = hierarchy_from_graph(graph, branching=branching, leaf_size=leaf_size,
-                             method=method, seed=seed)
+                             method=method, seed=seed, engine=engine)
     check_conversion(h, num_nodes, leaf_bound=leaf_size,
                      internal_bound=branching)
     assert [h.source_node[i] for i in range(num_nodes)] == list(graph.nodes)

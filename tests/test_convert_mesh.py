@@ -14,6 +14,12 @@ from hsa_graph.convert.mesh import face_adjacency, mesh_edges
 DATA = Path(os.environ.get('HSA_DATA', Path(__file__).parents[1] / 'data'))
 CGAL_MESHES = DATA / 'cgal' / 'data' / 'meshes'
 
+try:
+    import igraph  # noqa: F401
+    ENGINES = ['networkx', 'igraph']
+except ImportError:
+    ENGINES = ['networkx']
+
 SQUARE_POS = torch.tensor([[0., 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]])
 SQUARE_FACE = torch.tensor([[0, 1, 2], [0, 2, 3]]).t()
 
@@ -54,29 +60,37 @@ def folded_strip(length=40, width=8, gap=0.05):
     return pos, face, i, half
 
 
-def mixed_small_clusters(h, side, near_fold, limit):
+def clusters_jumping_the_gap(h, column, half, limit):
+    r"""Clusters of at most :obj:`limit` vertices that hold both sheets
+    without wrapping around the fold: along the surface, a patch on both
+    sides must contain the fold columns and a contiguous run of columns."""
     parent, below = h.parent.tolist(), {}
     for leaf in range(h.num_leaves):
         node = parent[leaf]
         while node >= 0:
             below.setdefault(node, []).append(leaf)
             node = parent[node]
-    return [node for node, leaves in below.items() if len(leaves) <= limit
-            and len({bool(side[v]) for v in leaves}) == 2
-            and not all(near_fold[v] for v in leaves)]
+    jumping = []
+    for node, leaves in below.items():
+        columns = sorted(set(column[leaves].tolist()))
+        both_sides = columns[0] < half <= columns[-1]
+        wraps = (half - 1 in columns and half in columns and
+                 columns == list(range(columns[0], columns[-1] + 1)))
+        if len(leaves) <= limit and both_sides and not wraps:
+            jumping.append(node)
+    return jumping
 
 
-def test_thin_wall_sides_do_not_share_small_clusters():
-    pos, face, i, half = folded_strip()
-    side = i < half
-    near_fold = (i - half + 0.5).abs() < 4
-    h = from_mesh(pos, face)
+@pytest.mark.parametrize('engine', ENGINES)
+def test_thin_wall_sides_do_not_share_small_clusters(engine):
+    pos, face, column, half = folded_strip()
+    h = from_mesh(pos, face, engine=engine)
     check_conversion(h, pos.size(0), leaf_bound=8, internal_bound=8,
                      pos_dims=3)
-    assert mixed_small_clusters(h, side, near_fold, limit=64) == []
-    # the test has teeth: clustering space alone mixes the two sides
+    assert clusters_jumping_the_gap(h, column, half, limit=64) == []
+    # the test has teeth: clustering space alone jumps across the gap
     octree = from_point_cloud(pos, leaf_size=8)
-    assert len(mixed_small_clusters(octree, side, near_fold, limit=64)) > 0
+    assert len(clusters_jumping_the_gap(octree, column, half, limit=64)) > 0
 
 
 def test_unused_vertices_stay_leaves():
@@ -170,6 +184,10 @@ def test_real_cgal_meshes():
     assert sum(connected) >= 0.95 * len(connected)
     faces = from_mesh(mesh.pos, mesh.face, leaves='face')
     check_conversion(faces, 5558, leaf_bound=8, internal_bound=8)
-    # every CGAL OFF file reads
-    for other in sorted(CGAL_MESHES.glob('*.off'))[:40]:
-        assert read_mesh(other).pos.size(1) == 3
+    # the small CGAL OFF files all read (all 138 do: see docs/converters.md)
+    small = [p for p in sorted(CGAL_MESHES.glob('*.off'))
+             if p.stat().st_size < 20_000]
+    assert len(small) >= 10
+    for other in small:
+        mesh = read_mesh(other)
+        assert mesh.pos.size(1) == 3 and mesh.face.size(0) == 3

@@ -19,10 +19,11 @@ from ..hierarchy import Hierarchy
 
 def check_coordinates(pos: Any, name: str = 'pos',
                       dims: Optional[int] = None) -> Tensor:
-    r"""Returns :obj:`pos` as a ``[n, D]`` floating tensor, or raises a
-    :class:`ValueError` for empty input, a wrong shape, or NaN/inf values."""
-    if not isinstance(pos, Tensor):
-        pos = torch.as_tensor(pos)
+    r"""Returns :obj:`pos` as a ``[n, D]`` floating CPU tensor, or raises a
+    :class:`ValueError` for empty input, a wrong shape, or NaN/inf values.
+    (Converters do structure work on the CPU; move the resulting hierarchy,
+    or a batch of them, with ``.to(device)``.)"""
+    pos = torch.as_tensor(pos).detach().cpu()
     if pos.dim() != 2:
         raise ValueError(f"'{name}' must have shape [num_points, dims], got "
                          f'{list(pos.shape)}')
@@ -49,7 +50,7 @@ def check_features(x: Optional[Tensor], num_elements: int,
     r"""Checks that :obj:`x` has one row per input element."""
     if x is None:
         return None
-    x = torch.as_tensor(x)
+    x = torch.as_tensor(x).detach().cpu()
     if x.dim() == 0 or x.size(0) != num_elements:
         rows = 'a scalar' if x.dim() == 0 else f'{x.size(0)} rows'
         raise ValueError(f"'{name}' has {rows} but the input has "

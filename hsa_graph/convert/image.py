@@ -57,7 +57,7 @@ def from_image(img: Tensor, patch_size: int = 4, pad: bool = False
         >>> h.num_leaves, h.height
         (64, 3)
     """
-    img = torch.as_tensor(img)
+    img = torch.as_tensor(img).detach().cpu()
     if img.dim() == 2:
         img = img[None]
     if img.dim() != 3:

@@ -17,13 +17,13 @@ from torch import Tensor
 from ..hierarchy import Hierarchy
 from ._common import (assemble, check_coordinates, check_features,
                       positive_int, relative_positions)
-from .graph import _METHODS, cluster_parent
+from .graph import _ENGINES, _METHODS, cluster_parent
 
 __all__ = ['from_mesh', 'mesh_edges', 'face_adjacency']
 
 
 def _check_faces(face: Tensor, num_vertices: int) -> Tensor:
-    face = torch.as_tensor(face)
+    face = torch.as_tensor(face).detach().cpu()
     if face.dim() != 2 or face.size(0) not in (3, 4):
         raise ValueError(f"'face' must have shape [3, F] (PyG convention: one "
                          f'column per face; [4, F] for quads), got '
@@ -78,7 +78,8 @@ def face_adjacency(face: Tensor) -> Tensor:
 def from_mesh(pos: Tensor, face: Tensor, x: Optional[Tensor] = None,
               leaves: str = 'vertex', branching: int = 8,
               leaf_size: Optional[int] = None, method: str = 'louvain',
-              seed: int = 0, progress: bool = False) -> Hierarchy:
+              seed: int = 0, progress: bool = False,
+              engine: str = 'auto') -> Hierarchy:
     r"""Converts a surface mesh into a :class:`~hsa_graph.Hierarchy` whose
     clusters are connected surface patches.
 
@@ -119,6 +120,9 @@ def from_mesh(pos: Tensor, face: Tensor, x: Optional[Tensor] = None,
             :func:`~hsa_graph.hierarchy_from_graph`). (default: ``'louvain'``)
         seed (int): random seed. (default: :obj:`0`)
         progress (bool): show a progress bar. (default: :obj:`False`)
+        engine (str): Louvain implementation, ``'auto'``, ``'igraph'`` or
+            ``'networkx'`` (see :func:`~hsa_graph.hierarchy_from_graph`).
+            (default: ``'auto'``)
 
     Raises:
         ValueError: for an empty mesh, NaN/inf coordinates, a face that
@@ -161,8 +165,10 @@ def from_mesh(pos: Tensor, face: Tensor, x: Optional[Tensor] = None,
                               shape=(num_leaves, num_leaves)).tocsr()
     adjacency.sum_duplicates()
     adjacency.data[:] = 1.0
+    if engine not in _ENGINES:
+        raise ValueError(f'engine must be one of {_ENGINES}, got {engine!r}')
     parent = cluster_parent(adjacency, branching, leaf_size, method, seed=seed,
-                            progress=progress)
+                            progress=progress, engine=engine)
     extra = {'face': face} if leaves == 'vertex' else {}
     h = assemble(parent, num_leaves, x=x, **extra)
     h.pos, h.centroid = relative_positions(h, coords, num_leaves)
