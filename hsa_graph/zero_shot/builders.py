@@ -24,6 +24,7 @@ from torch import Tensor
 from ..hierarchy import Hierarchy
 
 __all__ = ['flat_hierarchy', 'window_hierarchy', 'sentence_hierarchy',
+           'sequence_ends',
            'SentenceHierarchyBuilder', 'check_token_hierarchy',
            'resolve_builder']
 
@@ -56,7 +57,8 @@ def _to_hierarchy(parent: Tensor, batch: Tensor, source_id: Tensor,
 
 
 def window_hierarchy(attention_mask: Tensor,
-                     branching: Sequence[int] = (2, 4, 8, 16)) -> Hierarchy:
+                     branching: Sequence[int] = (2, 4, 8, 16),
+                     global_tokens: Optional[Tensor] = None) -> Hierarchy:
     r"""Fixed non-overlapping windows over each sequence's tokens, grouped
     bottom-up with the given branching factors (the paper's zero-shot tree is
     ``(2, 4, 8, 16)``: pairs of tokens, groups of 4 pairs, ...). Whatever is
@@ -74,11 +76,15 @@ def window_hierarchy(attention_mask: Tensor,
             padding.
         branching (sequence of int): window sizes, bottom-up, each >= 2.
             (default: :obj:`(2, 4, 8, 16)`)
+        global_tokens (torch.Tensor, optional): ``[B, L]`` bool, tokens kept
+            out of the windows and hung directly under the root, as siblings
+            of the top-level windows (e.g. ``[CLS]`` and ``[SEP]``, which
+            BERT heads use as attention sinks). (default: :obj:`None`)
 
     Shapes:
-        - **input:** attention_mask ``[B, L]``
+        - **input:** attention_mask ``[B, L]``, global_tokens ``[B, L]``
         - **output:** a forest of at most ``B`` trees whose leaves are the
-          ``attention_mask.sum()`` tokens.
+          ``attention_mask.sum()`` tokens, in mask order (ids ``0..M-1``).
     """
     branching = tuple(branching)
     for factor in branching:
@@ -94,51 +100,86 @@ def window_hierarchy(attention_mask: Tensor,
         raise ValueError('attention_mask has no token at all (every position '
                          'is padding); nothing to attend to')
     num_seqs = mask.size(0)
+    if global_tokens is None:
+        is_global = torch.zeros(num_leaves, dtype=torch.bool)
+    else:
+        if global_tokens.shape != mask.shape:
+            raise ValueError(f'global_tokens must have the shape of '
+                             f'attention_mask {list(mask.shape)}, got '
+                             f'{list(global_tokens.shape)}')
+        is_global = global_tokens.detach().to('cpu').bool()[mask]
 
-    parents: List[Tensor] = []     # per level, the parent id of its nodes
+    parent = torch.full((num_leaves, ), -1, dtype=torch.long)
     batches: List[Tensor] = [seq_of_leaf]
-    # Nodes of the current level: their sequence and rank in that sequence.
-    level_seq = seq_of_leaf
-    counts = mask.sum(1)
-    level_rank = torch.arange(num_leaves) - (torch.cumsum(counts, 0) -
-                                             counts)[level_seq]
+    # Nodes of the current level: their ids, sequence and rank in it.
+    level_ids = (~is_global).nonzero().flatten()
+    level_seq = seq_of_leaf[level_ids]
+    counts = torch.bincount(level_seq, minlength=num_seqs)
+    level_rank = torch.arange(level_ids.numel()) - (
+        torch.cumsum(counts, 0) - counts)[level_seq]
     next_id = num_leaves
-    factors = list(branching) + [math.inf]
-    for factor in factors:
-        if not bool((counts > 1).any()):
-            break
+    for factor in branching:
         grows = counts > 1                            # [B]
-        if factor == math.inf:
-            width = torch.ones_like(counts)
-            parent_rank = torch.zeros_like(level_rank)
-        else:
-            width = torch.div(counts + factor - 1, factor,
-                              rounding_mode='floor')
-            parent_rank = torch.div(level_rank, factor, rounding_mode='floor')
+        if not bool(grows.any()):
+            break
+        width = torch.div(counts + factor - 1, factor, rounding_mode='floor')
         # Parents of growing sequences get fresh ids; the others are done.
         new_counts = torch.where(grows, width, torch.zeros_like(width))
         new_start = next_id + torch.cumsum(new_counts, 0) - new_counts
-        parent = torch.where(grows[level_seq],
-                             new_start[level_seq] + parent_rank,
-                             torch.full_like(level_rank, -1))
-        parents.append(parent)
-        # Next level: the new parents (only growing sequences have any).
+        node_grows = grows[level_seq]
+        parent_rank = torch.div(level_rank, factor, rounding_mode='floor')
         total_new = int(new_counts.sum())
+        parent = torch.cat([parent, torch.full((total_new, ), -1,
+                                               dtype=torch.long)])
+        parent[level_ids[node_grows]] = (new_start[level_seq] +
+                                         parent_rank)[node_grows]
+        # Sequences that stopped growing keep their single top node.
+        stopped = ~node_grows
+        new_ids = next_id + torch.arange(total_new)
         new_seq = torch.repeat_interleave(torch.arange(num_seqs), new_counts)
         new_rank = torch.arange(total_new) - (
             torch.cumsum(new_counts, 0) - new_counts)[new_seq]
         batches.append(new_seq)
-        # Nodes of sequences that stopped growing are roots already.
-        level_seq, level_rank = new_seq, new_rank
-        counts = new_counts
+        level_ids = torch.cat([level_ids[stopped], new_ids])
+        level_seq = torch.cat([level_seq[stopped], new_seq])
+        level_rank = torch.cat([level_rank[stopped], new_rank])
+        counts = torch.bincount(level_seq, minlength=num_seqs)
         next_id += total_new
-    # The top level's nodes are roots.
-    parents.append(torch.full((level_seq.numel(), ), -1, dtype=torch.long))
-    parent = torch.cat(parents)
+    # Top: the remaining nodes of each sequence and its global tokens share
+    # one root (none is needed where a sequence has a single top node).
+    global_ids = is_global.nonzero().flatten()
+    top_ids = torch.cat([level_ids, global_ids])
+    top_seq = torch.cat([level_seq, seq_of_leaf[global_ids]])
+    top_counts = torch.bincount(top_seq, minlength=num_seqs)
+    needs_root = top_counts > 1
+    root_seq = needs_root.nonzero().flatten()
+    root_of_seq = torch.full((num_seqs, ), -1, dtype=torch.long)
+    root_of_seq[root_seq] = next_id + torch.arange(root_seq.numel())
+    parent = torch.cat([parent, torch.full((root_seq.numel(), ), -1,
+                                           dtype=torch.long)])
+    parent[top_ids] = root_of_seq[top_seq]
+    batches.append(root_seq)
     batch = torch.cat(batches)
     source_id = torch.full((parent.numel(), ), -1, dtype=torch.long)
     source_id[:num_leaves] = pos_of_leaf
     return _to_hierarchy(parent, batch, source_id, device)
+
+
+def sequence_ends(attention_mask: Tensor) -> Tensor:
+    r"""``[B, L]`` bool marking the first and last non-padding token of each
+    sequence: ``[CLS]``/``[SEP]`` (or ``<s>``/``</s>``) of single-segment
+    inputs, for :func:`window_hierarchy`'s :obj:`global_tokens`.
+
+    Args:
+        attention_mask (torch.Tensor): ``[B, L]``, 1 for tokens.
+    """
+    mask = _check_mask(attention_mask)
+    positions = torch.arange(mask.size(1)).expand_as(mask)
+    big = mask.size(1)
+    first = torch.where(mask, positions, big).min(1).values
+    last = torch.where(mask, positions, -1).max(1).values
+    ends = (positions == first[:, None]) | (positions == last[:, None])
+    return (ends & mask).to(attention_mask.device)
 
 
 def flat_hierarchy(attention_mask: Tensor) -> Hierarchy:
@@ -395,7 +436,8 @@ def check_token_hierarchy(hierarchy: Hierarchy, attention_mask: Tensor
 
 
 def resolve_builder(hierarchy: Any, branching: Sequence[int] = (2, 4, 8, 16),
-                    tokenizer: Any = None) -> TokenHierarchyBuilder:
+                    tokenizer: Any = None, global_tokens: Optional[str] = None
+                    ) -> TokenHierarchyBuilder:
     r"""Turns :func:`~hsa_graph.zero_shot.patch_model`'s :obj:`hierarchy`
     argument into a builder ``(input_ids, attention_mask) -> Hierarchy``.
 
@@ -403,8 +445,19 @@ def resolve_builder(hierarchy: Any, branching: Sequence[int] = (2, 4, 8, 16),
         hierarchy (str or callable): ``'flat'``, ``'windows'``,
             ``'sentences'``, or a builder.
         branching (sequence of int): window sizes for ``'windows'``.
-        tokenizer: needed by ``'sentences'``.
+        tokenizer: needed by ``'sentences'`` and ``global_tokens='special'``.
+        global_tokens (str, optional): for ``'windows'``: ``'ends'`` hangs the
+            first and last token of each sequence under the root (see
+            :func:`sequence_ends`), ``'special'`` every special token of
+            :obj:`tokenizer`. (default: :obj:`None`)
     """
+    if global_tokens not in (None, 'ends', 'special'):
+        raise ValueError(f"global_tokens must be None, 'ends' or 'special', "
+                         f'got {global_tokens!r}')
+    if global_tokens is not None and hierarchy != 'windows':
+        raise ValueError("global_tokens applies to hierarchy='windows' only "
+                         "('sentences' always hangs special tokens under the "
+                         'root)')
     if callable(hierarchy):
         return hierarchy
     if hierarchy == 'flat':
@@ -412,8 +465,23 @@ def resolve_builder(hierarchy: Any, branching: Sequence[int] = (2, 4, 8, 16),
     if hierarchy == 'windows':
         branching = tuple(branching)
         window_hierarchy(torch.ones(1, 1), branching)  # validate now
-        return lambda input_ids, attention_mask: window_hierarchy(
-            attention_mask, branching)
+        if global_tokens is None:
+            return lambda input_ids, attention_mask: window_hierarchy(
+                attention_mask, branching)
+        if global_tokens == 'ends':
+            return lambda input_ids, attention_mask: window_hierarchy(
+                attention_mask, branching, sequence_ends(attention_mask))
+        if tokenizer is None:
+            raise ValueError("global_tokens='special' needs the tokenizer")
+        special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+
+        def build(input_ids, attention_mask):
+            if input_ids is None:
+                raise ValueError("global_tokens='special' needs input_ids")
+            special = torch.isin(input_ids.detach().cpu(), special_ids)
+            return window_hierarchy(attention_mask, branching, special)
+
+        return build
     if hierarchy == 'sentences':
         if tokenizer is None:
             raise ValueError("hierarchy='sentences' needs the tokenizer: "

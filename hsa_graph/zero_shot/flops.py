@@ -72,10 +72,12 @@ def hsa_attention_flops(hierarchy: Union[Hierarchy, TreeLayout, Tensor],
     else:
         raise ValueError(f'hierarchy must be a Hierarchy, TreeLayout or '
                          f'edge_index, got {type(hierarchy).__name__}')
-    child_count = torch.cat([c.long() for c in layout.level_child_count])
+    parent = layout.parent.cpu()
+    child_count = torch.bincount(parent[parent >= 0],
+                                 minlength=layout.num_nodes)
     families = child_count[child_count >= 2]
     num_edges = int(child_count.sum())
-    num_leaves = int(layout.is_leaf_lo.sum())
+    num_leaves = int((child_count == 0).sum())
     per_channel = (4 * int((families**2).sum()) + 6 * num_edges +
                    2 * layout.num_nodes +
                    (4 * num_leaves if include_self else 0))

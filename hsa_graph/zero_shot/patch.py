@@ -286,7 +286,8 @@ def patch_model(model: nn.Module, layers: Optional[Union[int,
                                                          Sequence[int]]] = None,
                 hierarchy: Union[str, Callable] = 'windows',
                 branching: Sequence[int] = (2, 4, 8, 16),
-                tokenizer: Any = None, validate: bool = True) -> HSAPatch:
+                tokenizer: Any = None, global_tokens: Optional[str] = None,
+                validate: bool = True) -> HSAPatch:
     r"""Replaces softmax attention by Hierarchical Self-Attention in chosen
     layers of a pre-trained Hugging Face encoder, zero-shot (no training),
     from the `"Hierarchical Self-Attention: Generalizing Neural Attention
@@ -328,7 +329,14 @@ def patch_model(model: nn.Module, layers: Optional[Union[int,
             :mod:`hsa_graph.zero_shot.builders`. (default: :obj:`'windows'`)
         branching (sequence of int): window sizes, bottom-up, for
             ``'windows'``. (default: :obj:`(2, 4, 8, 16)`, the paper's)
-        tokenizer: the model's tokenizer, for ``'sentences'``.
+        tokenizer: the model's tokenizer, for ``'sentences'`` and
+            ``global_tokens='special'``.
+        global_tokens (str, optional): for ``'windows'``, tokens hung directly
+            under the root instead of inside a window: ``'ends'`` (first and
+            last token of each sequence, i.e. ``[CLS]`` and ``[SEP]``) or
+            ``'special'`` (the tokenizer's special tokens). BERT heads park
+            much of their attention on these sinks; keeping them out of the
+            windows preserves that. (default: :obj:`None`)
         validate (bool): check every built forest against the builder
             contract (cheap; turn off for timing). (default: :obj:`True`)
 
@@ -370,7 +378,7 @@ def patch_model(model: nn.Module, layers: Optional[Union[int,
     modules = [(layer, *found[layer]) for layer in chosen]
     for _, name, module in modules:
         _check_supported(name, module)
-    builder = resolve_builder(hierarchy, branching, tokenizer)
+    builder = resolve_builder(hierarchy, branching, tokenizer, global_tokens)
     handle = HSAPatch(model, modules, builder, validate)
     handle._install()
     return handle
