@@ -54,6 +54,7 @@ class LevelLayout:
 
     Attributes:
         size (int): number of nodes at this depth.
+        node_ids (Tensor): ``[size]`` original ids of the level's nodes.
         parent_local (Tensor, optional): offsets of the parents in the level
             above (``None`` for the roots' level).
         leaf_kind (str): ``'all'``, ``'none'`` or ``'mixed'``: whether the
@@ -68,6 +69,7 @@ class LevelLayout:
             ``None`` when the level is exactly one contiguous bucket.
     """
     size: int
+    node_ids: Tensor
     parent_local: Optional[Tensor]
     leaf_kind: str
     is_leaf: Tensor
@@ -323,7 +325,8 @@ def _build(parent: Tensor, num_nodes: int, exact_bucket_limit: int = 8
                                            family_start, child_count_lo,
                                            leaf_count_lo, exact_bucket_limit)
         levels.append(LevelLayout(
-            size=hi - lo, parent_local=local_parent, leaf_kind=leaf_kind,
+            size=hi - lo, node_ids=order[lo:hi], parent_local=local_parent,
+            leaf_kind=leaf_kind,
             is_leaf=leaf, leaf_count=leaf_count_lo[lo:hi],
             parent_weight=parent_weight_lo[lo:hi],
             has_siblings=has_siblings_lo[lo:hi], buckets=buckets,

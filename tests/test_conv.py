@@ -75,8 +75,10 @@ def test_bad_inputs():
 
 
 def test_compiles_without_graph_breaks():
+    from hsa_graph.datasets import ragged_parent
     torch.manual_seed(0)
-    h = random_hierarchy(40, channels=8)
+    parent = ragged_parent(48, 4, torch.Generator().manual_seed(0))
+    h = Hierarchy.from_parent(parent, x=torch.randn(parent.numel(), 8))
     layout = h.layout()
     conv = HSAConv(8, 4, heads=2)
 

@@ -70,32 +70,52 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in _LOW_PRECISION else dtype
 
 
+# Every per-level tensor is head-major: values (H, n, C), scalars (H, n).
+# A level's families then read as (H * F, B, C) views, so the sibling
+# softmax is two bmm calls with no transposing copies.
 Levels = List[Tensor]
 
 
 def _to_levels(t: Tensor, layout: TreeLayout, dtype: torch.dtype) -> Levels:
-    r"""Splits a node-ordered tensor into per-level pieces in level order
-    (one gather, skipped when the nodes are already in level order)."""
-    t = t.to(dtype)
-    if not layout.identity_order:
-        t = t.index_select(0, layout.order)
-    return list(torch.split(t, layout.level_sizes, dim=0))
+    r"""``[N, H, C]`` -> per level ``[H, n, C]`` contiguous, in level order
+    (one gather per level)."""
+    head_major = t.to(dtype).transpose(0, 1)
+    if layout.identity_order:
+        return [piece.contiguous() for piece in
+                torch.split(head_major, layout.level_sizes, dim=1)]
+    return [head_major.index_select(1, level.node_ids)
+            for level in layout.levels]
 
 
 def _from_levels(pieces: Levels, layout: TreeLayout) -> Tensor:
-    out = torch.cat(pieces, dim=0)
-    return out if layout.identity_order else out.index_select(0, layout.rank)
+    r"""Per level ``[H, n, *]`` -> ``[N, H, *]`` in node order."""
+    out = torch.cat(pieces, dim=1).transpose(0, 1)
+    if layout.identity_order:
+        return out.contiguous()
+    return out.index_select(0, layout.rank)
 
 
 def _children_sum_level(child: Tensor, layout: TreeLayout, level: int
                         ) -> Tensor:
-    out = child.new_zeros((layout.levels[level].size, ) + child.shape[1:])
-    return out.index_add(0, layout.levels[level + 1].parent_local, child)
+    r"""Sums level ``level + 1``'s rows (dim 1) into their parents."""
+    size = layout.levels[level].size
+    if size == 1:   # one parent (a lone root): a plain sum, and it sidesteps
+        return child.sum(1, keepdim=True)   # an Inductor CPU scatter bug
+    shape = list(child.shape)
+    shape[1] = size
+    out = child.new_zeros(shape)
+    return out.index_add(1, layout.levels[level + 1].parent_local, child)
+
+
+def _node_vector(values: Tensor, like: Tensor) -> Tensor:
+    r"""A per-node ``[n]`` vector shaped to broadcast against ``like``."""
+    shape = [1] * like.dim()
+    shape[1] = -1
+    return values.to(like.dtype).view(shape)
 
 
 def _leaf_means_levels(values: Levels, layout: TreeLayout) -> Levels:
     r"""Step 1: mean of the leaf rows of :obj:`values` below every node."""
-    extra = (1, ) * (values[0].dim() - 1)
     sums: Levels = [None] * layout.num_levels
     means: Levels = [None] * layout.num_levels
     for depth in range(layout.num_levels - 1, -1, -1):
@@ -105,11 +125,9 @@ def _leaf_means_levels(values: Levels, layout: TreeLayout) -> Levels:
             continue
         total = _children_sum_level(sums[depth + 1], layout, depth)
         if level.leaf_kind == 'mixed':
-            total = total + values[depth] * level.is_leaf.view(
-                -1, *extra).to(total.dtype)
+            total = total + values[depth] * _node_vector(level.is_leaf, total)
         sums[depth] = total
-        means[depth] = total / level.leaf_count.to(total.dtype).view(
-            -1, *extra)
+        means[depth] = total / _node_vector(level.leaf_count, total)
     return means
 
 
@@ -119,17 +137,18 @@ def _level_positions(pos: Optional[Tensor], layout: TreeLayout,
         return None
     if pos.dim() == 2:
         pos = pos.unsqueeze(1)                    # (N, 1, P)
-    return _to_levels(pos, layout, dtype)
+    return _to_levels(pos, layout, dtype)         # per level (H|1, n, P)
 
 
 def _gather_members(rows: Tensor, bucket: FamilyBucket) -> Tensor:
+    r"""``[H, n, C]`` level rows -> ``[H * F, B, C]`` family blocks."""
     num_families, size = bucket.member_index.shape
     if bucket.contiguous_start is not None:
         start = bucket.contiguous_start
-        block = rows[start:start + num_families * size]
+        block = rows[:, start:start + num_families * size]
     else:
-        block = rows.index_select(0, bucket.member_index.flatten())
-    return block.view(num_families, size, *rows.shape[1:])  # (F, B, H, C)
+        block = rows.index_select(1, bucket.member_index.flatten())
+    return block.reshape(-1, size, rows.size(-1))
 
 
 def _family_softmax(mean_query: Levels, mean_key: Levels,
@@ -138,48 +157,52 @@ def _family_softmax(mean_query: Levels, mean_key: Levels,
                     ) -> Tuple[Levels, Optional[Levels]]:
     r"""Step 2: for every node A with siblings,
     ``log_sibling_mass(A) = logsumexp_C s(A->C) + log n(C)`` and the
-    softmax-weighted mean value of its siblings, per level: ``[n, H]``
-    (``-inf`` without siblings) and ``[n, H, Cv]`` (``None`` for a level
+    softmax-weighted mean value of its siblings, per level: ``[H, n]``
+    (``-inf`` without siblings) and ``[H, n, Cv]`` (``None`` for a level
     without siblings, zero rows for nodes without siblings)."""
-    heads = mean_query[0].size(1)
+    heads = mean_query[0].size(0)
     masses: Levels = []
     values: Optional[Levels] = [] if mean_value is not None else None
     for depth, level in enumerate(layout.levels):
         if not level.buckets:
-            masses.append(mean_query[depth].new_full((level.size, heads),
+            masses.append(mean_query[depth].new_full((heads, level.size),
                                                      -math.inf))
             if values is not None:
                 values.append(None)
             continue
         level_masses, level_values = [], []
         for bucket in level.buckets:
-            q = _gather_members(mean_query[depth], bucket)
+            num_families, size = bucket.member_index.shape
+            q = _gather_members(mean_query[depth], bucket)  # (H*F, B, C)
             k = _gather_members(mean_key[depth], bucket)
-            logits = torch.einsum('fbhc,fdhc->fhbd', q * scale, k)
+            logits = torch.bmm(q, k.transpose(1, 2)).view(
+                heads, num_families, size, size) * scale    # (H, F, B, B)
             if pos is not None:
-                p = _gather_members(pos[depth], bucket)     # (F, B, H|1, P)
-                logits = logits + torch.einsum('fbhp,fdhp->fhbd', p, p)
-            logits = logits + bucket.sibling_mask.to(logits.dtype)
-            mass = torch.logsumexp(logits, dim=-1)          # (F, H, B)
-            level_masses.append(mass.transpose(1, 2).reshape(-1, heads))
+                p = _gather_members(pos[depth], bucket)     # (H|1*F, B, P)
+                logits = logits + torch.bmm(p, p.transpose(1, 2)).view(
+                    -1, num_families, size, size)
+            logits = logits + bucket.sibling_mask.to(logits.dtype).view(
+                1, num_families, size, size)
+            mass = torch.logsumexp(logits, dim=-1)          # (H, F, B)
+            level_masses.append(mass.reshape(heads, -1))
             if values is not None:
                 weights = torch.exp(logits - mass.unsqueeze(-1))
                 v = _gather_members(mean_value[depth], bucket)
-                mixed = torch.einsum('fhbd,fdhc->fbhc', weights, v)
-                level_values.append(mixed.reshape(-1, heads, v.size(-1)))
+                mixed = torch.bmm(weights.view(-1, size, size), v)
+                level_values.append(mixed.view(heads, -1, v.size(-1)))
         if level.family_slot is None:    # one contiguous bucket = the level
             masses.append(level_masses[0])
             if values is not None:
                 values.append(level_values[0])
             continue
-        level_masses.append(level_masses[0].new_full((1, heads), -math.inf))
-        masses.append(torch.cat(level_masses).index_select(
-            0, level.family_slot))
+        level_masses.append(level_masses[0].new_full((heads, 1), -math.inf))
+        masses.append(torch.cat(level_masses, dim=1).index_select(
+            1, level.family_slot))
         if values is not None:
-            level_values.append(level_values[0].new_zeros(
-                (1, ) + level_values[0].shape[1:]))
-            values.append(torch.cat(level_values).index_select(
-                0, level.family_slot))
+            first = level_values[0]
+            level_values.append(first.new_zeros(heads, 1, first.size(-1)))
+            values.append(torch.cat(level_values, dim=1).index_select(
+                1, level.family_slot))
     return masses, values
 
 
@@ -193,27 +216,27 @@ def _free_energies(self_logit: Optional[Levels], log_sibling_mass: Levels,
     ``-phi = -inf`` without self-attention; a node without siblings has
     ``-eta = -inf``), so they are handled with masks known from the layout
     and the arithmetic only ever sees finite numbers: no NaN, forward or
-    backward. Returns per level the masked ``-phi``, the masked ``-eta`` and
-    ``logZ`` (zeros where infinite) and the masks ``inner_finite``."""
+    backward. Returns per level ``[H, n]``: the masked ``-phi``, the masked
+    ``-eta`` and ``logZ`` (zeros where infinite)."""
     inner_levels: Levels = [None] * layout.num_levels
     partition_levels: Levels = [None] * layout.num_levels
     sibling_levels: Levels = [None] * layout.num_levels
     for depth in range(layout.num_levels - 1, -1, -1):
         level = layout.levels[depth]
         mass = log_sibling_mass[depth]
-        sib = level.has_siblings[:, None]
+        sib = level.has_siblings[None, :]
         mass = torch.where(sib, mass, torch.zeros_like(mass))
         if depth + 1 < layout.num_levels:
             below = layout.levels[depth + 1]
             weighted = partition_levels[depth + 1] * below.parent_weight.to(
-                mass.dtype)[:, None]
+                mass.dtype)[None, :]
             inner = _children_sum_level(weighted, layout, depth)
         else:
             inner = torch.zeros_like(mass)
         if self_logit is not None and level.leaf_kind != 'none':
-            inner = torch.where(level.is_leaf[:, None], self_logit[depth],
+            inner = torch.where(level.is_leaf[None, :], self_logit[depth],
                                 inner)
-        finite = _inner_finite(level, include_self)[:, None]
+        finite = _inner_finite(level, include_self)[None, :]
         inner = torch.where(finite, inner, torch.zeros_like(inner))
         partition = torch.where(finite & sib, torch.logaddexp(inner, mass),
                                 torch.where(finite, inner, mass))
@@ -269,7 +292,7 @@ def hsa_log_partition(query: Tensor, key: Tensor,
         if include_self else None
     inner, _, _ = _free_energies(self_logit, log_sibling_mass, layout,
                                  include_self)
-    inner = [torch.where(_inner_finite(level, include_self)[:, None], value,
+    inner = [torch.where(_inner_finite(level, include_self)[None, :], value,
                          torch.full_like(value, -math.inf))
              for level, value in zip(layout.levels, inner)]
     return _from_levels(inner, layout).to(query.dtype)
@@ -277,7 +300,7 @@ def hsa_log_partition(query: Tensor, key: Tensor,
 
 def _self_logits(query: Levels, key: Levels, pos: Optional[Levels],
                  scale: float) -> Levels:
-    r"""``q_i . k_i / sqrt(d) + eps_i . eps_i`` per level, ``[n, H]``."""
+    r"""``q_i . k_i / sqrt(d) + eps_i . eps_i`` per level, ``[H, n]``."""
     logits = [(q * k).sum(-1) * scale for q, k in zip(query, key)]
     if pos is not None:
         logits = [logit + (p * p).sum(-1) for logit, p in zip(logits, pos)]
@@ -365,10 +388,10 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
     out_levels: Levels = []
     reach, out = None, None                  # u and out of the level above
     for depth, level in enumerate(layout.levels):
-        partition = log_partition[depth]
-        sib = level.has_siblings[:, None]
+        partition = log_partition[depth]                      # (H, n)
+        sib = level.has_siblings[None, :]
         minus_inf = torch.full_like(partition, -math.inf)
-        finite = _inner_finite(level, include_self)[:, None]
+        finite = _inner_finite(level, include_self)[None, :]
         log_stay = torch.where(          # log mu(A); 0 without siblings
             sib, torch.where(finite, log_inner_mass[depth] - partition,
                              minus_inf), torch.zeros_like(partition))
@@ -376,22 +399,24 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
             reach_parent = torch.zeros_like(partition)
             out_parent = None
         else:
-            reach_parent = reach.index_select(0, level.parent_local)
+            reach_parent = reach.index_select(1, level.parent_local)
             out_parent = None if out is None else out.index_select(
-                0, level.parent_local)
+                1, level.parent_local)
         reach = reach_parent + log_stay
         out = out_parent
         if sibling_value[depth] is not None:
             log_leave = torch.where(sib, sibling_mass[depth] - partition,
                                     minus_inf)  # log(1 - mu(A))
-            contribution = torch.exp(reach_parent + log_leave).unsqueeze(-1) \
-                * sibling_value[depth]
-            out = contribution if out is None else out + contribution
+            weight = torch.exp(reach_parent + log_leave).unsqueeze(-1)
+            out = weight * sibling_value[depth] if out is None else \
+                torch.addcmul(out, weight, sibling_value[depth])
         if include_self and level.leaf_kind != 'none':
-            own = torch.exp(reach).unsqueeze(-1) * value_levels[depth]
+            weight = torch.exp(reach)
             if level.leaf_kind == 'mixed':
-                own = own * level.is_leaf[:, None, None].to(own.dtype)
-            out = own if out is None else out + own
+                weight = weight * _node_vector(level.is_leaf, weight)
+            weight = weight.unsqueeze(-1)
+            out = weight * value_levels[depth] if out is None else \
+                torch.addcmul(out, weight, value_levels[depth])
         if out is None:
             out = value_levels[depth].new_zeros(value_levels[depth].shape)
         out_levels.append(out)
