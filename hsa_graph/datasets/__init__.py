@@ -11,3 +11,6 @@ from .text import (AmazonElec, ClothingReviews, IMDB,  # noqa: E402
                    TextHierarchyDataset, TwentyNewsgroups)
 __all__ += ['TextHierarchyDataset', 'TwentyNewsgroups', 'ClothingReviews',
             'IMDB', 'AmazonElec']
+from .fake import (FakeHierarchyDataset, balanced_parent,  # noqa: E402
+                   ragged_parent)
+__all__ += ['FakeHierarchyDataset', 'balanced_parent', 'ragged_parent']
