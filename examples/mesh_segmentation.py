@@ -41,8 +41,8 @@ from torch_geometric.data import Batch, Data
 from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from shape_utils import (PeakMemory, Timer, count_parameters, fmt,  # noqa
-                         macro_f1, mean_iou, plot_curves, seed_everything,
+from shape_utils import (PeakMemory, RunBudget, Timer,  # noqa
+                         count_parameters, fmt, macro_f1, mean_iou, plot_curves, seed_everything,
                          summarize, write_json)
 from point_cloud_classification import TransformerConvLayer  # noqa: E402
 
@@ -260,6 +260,8 @@ def main(argv=None) -> dict:
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available()
                         else 'cpu')
+    parser.add_argument('--max-minutes', type=float, default=None,
+                        help='start no run that would end after this')
     parser.add_argument('--out', default='runs/mesh_segmentation')
     args = parser.parse_args(argv)
     if args.quick:
@@ -278,11 +280,19 @@ def main(argv=None) -> dict:
     half_extent = float(max(t.pos[:, :2].abs().max() for t in tiles))
     knns = [knn_graph(t.pos, args.k) for t in tiles]  # rotation-invariant
     runs, best = [], None
+    budget = RunBudget(args.max_minutes)
     for seed in range(args.seeds):
+        if not budget.allows_all(models):
+            print(f'time budget reached: stopping before seed {seed}')
+            break
         for name in models:
+            run_start = time.time()
             model, batch, run = run_one(name, seed, args, tiles, knns,
                                         half_extent, device)
+            budget.record(name, time.time() - run_start)
             runs.append(run)
+            write_json(os.path.join(args.out, 'runs_partial.json'),
+                       {'args': vars(args), 'runs': runs})
             print(f"{name:16s} seed {seed}: acc {run['test_acc']:.3f} "
                   f"mIoU {run['test_miou']:.3f} f1 {run['test_f1']:.3f} "
                   f"{run['epoch_s']:.2f} s/epoch peak {run['peak_mb']:.0f} MB "

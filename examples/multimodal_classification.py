@@ -30,12 +30,11 @@ missing slot). Writes ``<out>/results.json`` and ``<out>/curves.png``.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
 from collections import Counter
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,9 +44,9 @@ from torch_geometric.utils import scatter
 from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from shape_utils import (PeakMemory, Timer, count_parameters, fmt,  # noqa
-                         macro_f1, mean_ci, plot_curves, seed_everything,
-                         summarize, write_json)
+from shape_utils import (PeakMemory, RunBudget, Timer, augment_batch,  # noqa
+                         count_parameters, fmt, macro_f1, mean_ci,
+                         plot_curves, seed_everything, summarize, write_json)
 
 from hsa_graph import Hierarchy, tree_layout  # noqa: E402
 from hsa_graph.convert import (compose_hierarchies, from_image,  # noqa: E402
@@ -241,39 +240,26 @@ class LateFusion(nn.Module):
 
 
 # --- data -----------------------------------------------------------------------
-def rotate_scale_jitter(pos: Tensor, generator: torch.Generator) -> Tensor:
-    angle = float(torch.rand(1, generator=generator)) * 2 * math.pi
-    c, s = math.cos(angle), math.sin(angle)
-    rotation = pos.new_tensor([[c, -s, 0.], [s, c, 0.], [0., 0., 1.]])
-    scale = 0.8 + 0.4 * float(torch.rand(1, generator=generator))
-    return pos @ rotation.t() * scale + 0.01 * torch.randn(
-        pos.shape, generator=generator)
+def build_set(items: List[dict], keys: Sequence[str], leaf_size: int,
+              desc: str) -> List[Hierarchy]:
+    r"""The composed hierarchy of every item, built once (augmentation turns
+    the shape's points and octree cells per batch, see
+    :func:`shape_utils.augment_batch`)."""
+    out = []
+    for item in tqdm(items, desc=desc, leave=False):
+        parts = item_parts(item['pos'], item['icon'], item['token_id'],
+                           leaf_size)
+        out.append(compose_item({k: parts[k] for k in keys}, item['y']))
+    return out
 
 
-class ItemSet(torch.utils.data.Dataset):
-    def __init__(self, items: List[dict], keys: Sequence[str], train: bool,
-                 leaf_size: int, seed: int):
-        self.items, self.keys, self.train = items, tuple(keys), train
-        self.leaf_size = leaf_size
-        self.generator = torch.Generator().manual_seed(seed)
-        self.cache: Dict[int, Hierarchy] = {}
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> Hierarchy:
-        if not self.train and i in self.cache:
-            return self.cache[i]
-        item = self.items[i]
-        pos = item['pos']
-        if self.train:
-            pos = rotate_scale_jitter(pos, self.generator)
-        parts = item_parts(pos, item['icon'], item['token_id'],
-                           self.leaf_size)
-        h = compose_item({k: parts[k] for k in self.keys}, item['y'])
-        if not self.train:
-            self.cache[i] = h
-        return h
+def augment(batch, generator: torch.Generator):
+    is_parent = torch.zeros(batch.num_nodes, dtype=torch.bool,
+                            device=batch.x.device)
+    is_parent[batch.edge_index[1]] = True
+    return augment_batch(batch, generator,
+                         point_rows=(batch.node_type == 0) & ~is_parent,
+                         offset_rows=batch.family_type == 1)
 
 
 def load_items(num_points: int):
@@ -304,22 +290,21 @@ def evaluate(model, loader, device, num_classes):
             macro_f1(pred, target, num_classes))
 
 
-def keys_of(name: str) -> Sequence[str]:
+def keys_of(name: str) -> tuple:
     return MODALITIES if name in ('hsa-all', 'late-fusion') else \
         (name.split('-', 1)[1], )
 
 
-def run_one(name, seed, args, data, device) -> dict:
+def run_one(name, seed, args, data, sets, device) -> dict:
     seed_everything(seed)
-    train_items, test_items, vocab = data
+    vocab = data[2]
     keys = keys_of(name)
     num_classes = len(SweetHome3DFurniture.classes)
-    loader_seed = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(ItemSet(train_items, keys, True, args.leaf_size,
-                                      seed), batch_size=args.batch_size,
-                              shuffle=True, generator=loader_seed)
-    test_loader = DataLoader(ItemSet(test_items, keys, False, args.leaf_size,
-                                     seed), batch_size=args.batch_size)
+    augment_generator = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(sets[('train', keys)],
+                              batch_size=args.batch_size, shuffle=True,
+                              generator=torch.Generator().manual_seed(seed))
+    test_loader = DataLoader(sets[('test', keys)], batch_size=args.batch_size)
     cls = LateFusion if name == 'late-fusion' else HSAMultimodal
     model = cls(args.channels, args.layers, args.heads, num_classes,
                 args.dropout, len(vocab)).to(device)
@@ -336,7 +321,7 @@ def run_one(name, seed, args, data, device) -> dict:
         total, count = 0.0, 0
         with Timer(device) as timer, PeakMemory(device) as memory:
             for batch in train_loader:
-                batch = batch.to(device)
+                batch = augment(batch.to(device), augment_generator)
                 loss = F.cross_entropy(model(batch), batch.y.view(-1),
                                        label_smoothing=0.1)
                 optimizer.zero_grad()
@@ -359,9 +344,8 @@ def run_one(name, seed, args, data, device) -> dict:
            'peak_mb': max(history['peak_mb']), 'history': history}
     if len(keys) == len(MODALITIES):   # drop one child at test time
         for dropped in MODALITIES:
-            kept = [k for k in MODALITIES if k != dropped]
-            loader = DataLoader(ItemSet(test_items, kept, False,
-                                        args.leaf_size, seed),
+            kept = tuple(k for k in MODALITIES if k != dropped)
+            loader = DataLoader(sets[('test', kept)],
                                 batch_size=args.batch_size)
             acc, f1 = evaluate(model, loader, device, num_classes)
             run[f'acc_without_{dropped}'] = acc
@@ -387,6 +371,8 @@ def main(argv=None) -> dict:
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available()
                         else 'cpu')
+    parser.add_argument('--max-minutes', type=float, default=None,
+                        help='start no run that would end after this')
     parser.add_argument('--out', default='runs/multimodal_classification')
     args = parser.parse_args(argv)
     if args.quick:
@@ -400,11 +386,30 @@ def main(argv=None) -> dict:
 
     start = time.time()
     data = load_items(args.num_points)
+    wanted = {keys_of(name) for name in models}
+    test_keys = set(wanted)
+    if MODALITIES in wanted:  # the missing-modality tests
+        test_keys |= {tuple(k for k in MODALITIES if k != m)
+                      for m in MODALITIES}
+    sets = {('train', keys): build_set(data[0], keys, args.leaf_size,
+                                       f"train {'+'.join(keys)}")
+            for keys in wanted}
+    sets.update({('test', keys): build_set(data[1], keys, args.leaf_size,
+                                           f"test {'+'.join(keys)}")
+                 for keys in test_keys})
     runs = []
+    budget = RunBudget(args.max_minutes)
     for seed in range(args.seeds):
+        if not budget.allows_all(models):
+            print(f'time budget reached: stopping before seed {seed}')
+            break
         for name in models:
-            run = run_one(name, seed, args, data, device)
+            run_start = time.time()
+            run = run_one(name, seed, args, data, sets, device)
+            budget.record(name, time.time() - run_start)
             runs.append(run)
+            write_json(os.path.join(args.out, 'runs_partial.json'),
+                       {'args': vars(args), 'runs': runs})
             extra = ' '.join(f"-{m}: {run[f'acc_without_{m}']:.3f}"
                              for m in MODALITIES
                              if f'acc_without_{m}' in run)

@@ -177,3 +177,82 @@ def plot_curves(runs: List[dict], path: str, key: str = 'test_acc',
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def augment_batch(batch, generator: torch.Generator,
+                  point_rows: Optional[torch.Tensor] = None,
+                  offset_rows: Optional[torch.Tensor] = None,
+                  scale_range=(0.8, 1.2), jitter: float = 0.01):
+    r"""Per-shape augmentation of a batch whose hierarchies (or kNN graphs)
+    were built once: a random rotation about the up (z) axis and a random
+    isotropic scale of the point coordinates ``x[:, :3]``, Gaussian jitter on
+    them, and the same rotation of the 3-D offsets ``pos[:, :3]`` of the
+    spatial cells (offsets are normalised by their parent cell, so they do
+    not scale). The hierarchy then groups the points as before, with cells
+    that turn with the shape.
+
+    Args:
+        batch: a PyG batch with ``x``, ``batch`` and optionally ``pos``.
+        generator (torch.Generator): CPU generator of the random draws.
+        point_rows (Tensor, optional): bool ``[N]``, rows of ``x`` holding
+            point coordinates (default: rows with a non-zero ``x[:, :3]``).
+        offset_rows (Tensor, optional): bool ``[N]``, rows of ``pos`` holding
+            3-D cell offsets (default: none when ``pos`` is absent, else
+            all).
+    """
+    num_graphs = batch.num_graphs
+    device = batch.x.device
+    angle = torch.rand(num_graphs, generator=generator) * 2 * math.pi
+    low, high = scale_range
+    scale = low + (high - low) * torch.rand(num_graphs, generator=generator)
+    noise = jitter * torch.randn(batch.x.size(0), 3, generator=generator)
+    angle, scale, noise = angle.to(device), scale.to(device), noise.to(device)
+    graph = batch.batch
+    cos, sin = angle.cos()[graph], angle.sin()[graph]
+
+    def rotate(v):
+        return torch.stack([cos * v[:, 0] - sin * v[:, 1],
+                            sin * v[:, 0] + cos * v[:, 1], v[:, 2]], dim=1)
+
+    x = batch.x.clone()
+    if point_rows is None:
+        point_rows = x[:, :3].abs().sum(1) > 0
+    moved = rotate(x[:, :3]) * scale[graph].unsqueeze(1) + noise
+    x[:, :3] = torch.where(point_rows.unsqueeze(1), moved, x[:, :3])
+    batch.x = x
+    pos = getattr(batch, 'pos', None)
+    if pos is not None:
+        if offset_rows is None:
+            offset_rows = torch.ones(pos.size(0), dtype=torch.bool,
+                                     device=device)
+        pos = pos.clone()
+        pos[:, :3] = torch.where(offset_rows.unsqueeze(1),
+                                 rotate(pos[:, :3]), pos[:, :3])
+        batch.pos = pos
+    return batch
+
+
+class RunBudget:
+    r"""Stops starting new (seed, model) runs when the next one would end
+    after :obj:`max_minutes` (estimated from that model's previous runs), so
+    that a time-limited job still leaves complete runs behind."""
+
+    def __init__(self, max_minutes: Optional[float]):
+        self.deadline = (None if max_minutes is None else
+                         time.time() + 60 * max_minutes)
+        self.seconds: Dict[str, float] = {}
+
+    def allows(self, name: str) -> bool:
+        if self.deadline is None:
+            return True
+        return time.time() + self.seconds.get(name, 0.0) < self.deadline
+
+    def allows_all(self, names: Sequence[str]) -> bool:
+        r"""Whether one more run of every model fits."""
+        if self.deadline is None:
+            return True
+        needed = sum(self.seconds.get(name, 0.0) for name in names)
+        return time.time() + needed < self.deadline
+
+    def record(self, name: str, seconds: float) -> None:
+        self.seconds[name] = max(seconds, self.seconds.get(name, 0.0))
