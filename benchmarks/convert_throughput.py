@@ -12,8 +12,9 @@ Examples:
   python benchmarks/convert_throughput.py --sizes 10000 100000 --repeats 1 \
       --out benchmarks/results/convert_throughput.json
 
-Louvain clustering (graphs, meshes) is pure-Python networkx: it is skipped
-above --max-cluster elements (default 10^5), where one run takes minutes.
+Graph clustering is skipped above --max-cluster elements for Louvain (default
+10^5; with networkx instead of igraph one 10^5 run takes ~20 s of CPU) and
+above --max-spectral for spectral bisection (default 10^4).
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def grid_mesh(num_vertices: int):
     return pos, face
 
 
-def cases(size: int, seed: int):
+def cases(size: int, seed: int, engine: str = 'auto'):
     r"""``(name, number of elements, callable)`` for every converter."""
     generator = torch.Generator().manual_seed(seed)
     points = torch.rand(size, 3, generator=generator)
@@ -70,14 +71,28 @@ def cases(size: int, seed: int):
                                               leaf_size=16))
     side = round(math.sqrt(size))
     image = torch.rand(1, side, side, generator=generator)
-    yield (f'image quad-tree (patch_size=1)', side * side,
+    yield ('image quad-tree (patch_size=1)', side * side,
            lambda: hsa_graph.from_image(image, patch_size=1))
     graph = random_geometric_graph(size, degree=10, seed=seed)
     yield ('graph, Louvain (random geometric, mean degree 10)', size,
-           lambda: hsa_graph.hierarchy_from_graph(graph, pos=None))
+           lambda: hsa_graph.hierarchy_from_graph(graph, pos=None,
+                                                  engine=engine))
+    yield ('graph, spectral bisection (same graph)', size,
+           lambda: hsa_graph.hierarchy_from_graph(graph, pos=None,
+                                                  method='spectral'))
     pos, face = grid_mesh(size)
     yield ('mesh vertices, Louvain (triangulated grid)', pos.size(0),
-           lambda: hsa_graph.from_mesh(pos, face))
+           lambda: hsa_graph.from_mesh(pos, face, engine=engine))
+
+
+def louvain_engine(requested: str = 'auto') -> str:
+    if requested != 'auto':
+        return requested
+    try:
+        import igraph  # noqa: F401
+        return 'igraph'
+    except ImportError:
+        return 'networkx'
 
 
 def main() -> None:
@@ -88,26 +103,38 @@ def main() -> None:
                         help='timed runs per case (the median is reported)')
     parser.add_argument('--max-cluster', type=int, default=100_000,
                         help='largest input for Louvain-based converters')
+    parser.add_argument('--max-spectral', type=int, default=10_000,
+                        help='largest input for spectral bisection')
     parser.add_argument('--threads', type=int, default=None,
                         help='torch.set_num_threads (default: torch default)')
+    parser.add_argument('--engine', default='auto',
+                        choices=['auto', 'igraph', 'networkx'],
+                        help='Louvain implementation')
+    parser.add_argument('--only', default=None,
+                        help='run only converters whose name contains this')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', default=None, help='JSON output path')
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     # warm-up: first calls pay for lazy imports and allocator growth
-    for _, _, run in cases(2_000, args.seed):
-        run()
+    for name, _, run in cases(2_000, args.seed, args.engine):
+        if args.only is None or args.only in name:
+            run()
     rows = []
     for size in args.sizes:
-        for name, count, run in cases(size, args.seed):
-            if 'Louvain' in name and count > args.max_cluster:
+        for name, count, run in cases(size, args.seed, args.engine):
+            if args.only is not None and args.only not in name:
+                continue
+            limit = (args.max_spectral if 'spectral' in name else
+                     args.max_cluster if 'Louvain' in name else None)
+            if limit is not None and count > limit:
                 rows.append({'converter': name, 'elements': count,
                              'seconds': None, 'skipped': True})
-                print(f'{name:55s} {count:>9,d}  skipped (> --max-cluster)',
+                print(f'{name:55s} {count:>9,d}  skipped (size limit)',
                       flush=True)
                 continue
-            repeats = 1 if 'Louvain' in name else args.repeats
+            repeats = 1 if limit is not None else args.repeats
             times, cpu_times = [], []
             for _ in range(repeats):
                 start, cpu_start = time.perf_counter(), time.process_time()
@@ -124,7 +151,8 @@ def main() -> None:
             print(f'{name:55s} {count:>9,d}  {seconds:8.2f} s  cpu '
                   f'{cpu_seconds:8.2f} s  {count / seconds:>12,.0f} /s  '
                   f'height {h.height}', flush=True)
-    print(f'\nthreads {torch.get_num_threads()}, load average '
+    print(f'\nLouvain engine {louvain_engine(args.engine)}, threads '
+          f'{torch.get_num_threads()}, load average '
           f'{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores')
     print('| converter | elements | wall (s) | CPU (s) | elements / s (wall) '
           '| tree nodes | height |')
@@ -145,6 +173,7 @@ def main() -> None:
                        'processor': platform.processor(),
                        'torch': torch.__version__,
                        'threads': torch.get_num_threads(),
+                       'louvain_engine': louvain_engine(args.engine),
                        'rows': rows}, handle, indent=2)
 
 

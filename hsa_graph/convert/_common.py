@@ -9,7 +9,7 @@ only.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -298,22 +298,9 @@ def assemble(parent: Tensor, num_leaves: int, x: Optional[Tensor] = None,
                                  validate=True, **attrs)
 
 
-def pad_internal(values: Tensor, num_nodes: int, fill: float = 0) -> Tensor:
-    r"""Pads per-leaf :obj:`values` with :obj:`fill` rows for internal
-    nodes."""
-    pad = values.new_full((num_nodes - values.size(0), ) +
-                          tuple(values.shape[1:]), fill)
-    return torch.cat([values, pad], dim=0)
-
-
 def positive_int(value: Any, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"'{name}' must be an integer >= {minimum}, got "
                          f'{value!r}')
     return value
 
-
-def summary(h: Hierarchy) -> Dict[str, int]:
-    r"""Node, leaf and height counts (for progress messages and tests)."""
-    return {'num_nodes': h.num_nodes, 'num_leaves': h.num_leaves,
-            'height': h.height}

@@ -2,7 +2,7 @@ r"""Multi-modal composition: several hierarchies under one keyed root."""
 from __future__ import annotations
 
 import warnings
-from typing import Dict, List, Mapping
+from typing import Dict, Mapping
 
 import torch
 from torch import Tensor
