@@ -83,11 +83,37 @@ ELEC_NEG = [
 ]
 
 
+# Short templated reviews on top of the hand-written ones, so that a tiny
+# model trained for seconds generalises (the smoke test): the sentiment lives
+# in a shared set of adjectives, the rest is neutral.
+ASPECTS = ['acting', 'story', 'music', 'script', 'ending', 'cast',
+           'photography', 'dialogue']
+POSITIVE = ['wonderful', 'superb', 'brilliant', 'great', 'excellent',
+            'moving', 'beautiful', 'fantastic']
+NEGATIVE = ['awful', 'terrible', 'dull', 'boring', 'dreadful', 'poor',
+            'ugly', 'stupid']
+
+
+def templated(adjectives, count):
+    reviews = []
+    for i in range(count):
+        a1, a2 = ASPECTS[i % 8], ASPECTS[(3 * i + 1) % 8]
+        j1, j2, j3 = (adjectives[i % 8], adjectives[(i + 3) % 8],
+                      adjectives[(5 * i + 2) % 8])
+        paragraph = '<br /><br />' if i % 3 == 0 else ' '
+        reviews.append(f'The {a1} is {j1}. I thought the {a2} was {j2}.'
+                       f'{paragraph}Overall a {j3} film.')
+    return reviews
+
+
 def write_imdb():
-    for label, reviews, ratings in (('pos', MOVIE_POS, (7, 8, 9, 10)),
-                                    ('neg', MOVIE_NEG, (1, 2, 3, 4))):
+    for label, reviews, ratings in (
+            ('pos', MOVIE_POS + templated(POSITIVE, 24), (7, 8, 9, 10)),
+            ('neg', MOVIE_NEG + templated(NEGATIVE, 24), (1, 2, 3, 4))):
         for i, text in enumerate(reviews):
-            split = 'train' if i < 10 else 'test'
+            # hand-written 0-9 train, 10-15 test; templated 16-31 train,
+            # 32-39 test
+            split = 'train' if i < 10 or 16 <= i < 32 else 'test'
             folder = osp.join(HERE, 'imdb', 'raw', 'aclImdb', split, label)
             os.makedirs(folder, exist_ok=True)
             with open(osp.join(folder, f'{i}_{ratings[i % 4]}.txt'), 'w') as f:
