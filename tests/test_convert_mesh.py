@@ -191,3 +191,14 @@ def test_real_cgal_meshes():
     for other in small:
         mesh = read_mesh(other)
         assert mesh.pos.size(1) == 3 and mesh.face.size(0) == 3
+
+
+def test_batched_meshes_shift_faces_with_the_nodes():
+    from torch_geometric.data import Batch
+    first = from_mesh(SQUARE_POS, SQUARE_FACE)
+    second = from_mesh(SQUARE_POS, SQUARE_FACE)
+    batch = Batch.from_data_list([first, second])
+    assert batch.validate()
+    # vertex ids are node ids, so PyG's shift of `face` keeps them right
+    assert torch.equal(batch.face[:, 2:], SQUARE_FACE + first.num_nodes)
+    assert bool(batch.is_leaf[batch.face].all())

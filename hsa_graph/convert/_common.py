@@ -114,13 +114,6 @@ class NestedRuns:
         self.start = start
         return count_pos
 
-    def permute(self, perm: Tensor) -> None:
-        r"""Reorders positions inside the current runs (``perm`` must not move
-        a position out of its run)."""
-        self.order = self.order[perm]
-        self.deepest = self.deepest[perm]
-        self.count_pos = self.count_pos[perm]
-
     def order_key(self) -> Tensor:
         r"""``[N]`` sorted position of each element, and of the first element
         of each kept run (a key that keeps neighbours near)."""

@@ -81,10 +81,15 @@ def kdtree_parent(pos: Tensor, leaf_size: int, branching: int) -> Tensor:
     :obj:`leaf_size` points is cut along its widest axis into
     :obj:`branching` parts of equal size (the median for ``branching=2``)."""
     num_points, dims = pos.shape
-    runs = NestedRuns(torch.arange(num_points))
+    # Splitting only ever reorders points inside the current runs, so the run
+    # boundaries of every level stay valid in the final order: sort first,
+    # build the tree from the recorded boundaries afterwards.
+    order = torch.arange(num_points)
+    points = pos
     start = torch.zeros(num_points, dtype=torch.bool)
     start[0] = True
-    count = runs.add_level(start)
+    levels = [start]
+    count = torch.full((num_points, ), num_points)
     change = torch.zeros_like(start)
     positions = torch.arange(num_points)
     while True:
@@ -94,7 +99,6 @@ def kdtree_parent(pos: Tensor, leaf_size: int, branching: int) -> Tensor:
         run_id = torch.cumsum(start.long(), 0) - 1
         run_start = start.nonzero().flatten()
         num_runs = run_start.numel()
-        points = pos[runs.order]
         index = run_id[:, None].expand(-1, dims)
         low = points.new_full((num_runs, dims), float('inf')).scatter_reduce_(
             0, index, points, reduce='amin')
@@ -103,12 +107,18 @@ def kdtree_parent(pos: Tensor, leaf_size: int, branching: int) -> Tensor:
         axis = (high - low).argmax(dim=1)
         value = points.gather(1, axis[run_id][:, None]).squeeze(1)
         first = run_start[run_id]
-        runs.permute(_sort_within_runs(value, run_id, first, run_start,
-                                       count[run_start]))
+        perm = _sort_within_runs(value, run_id, first, run_start,
+                                 count[run_start])
+        order, points = order[perm], points[perm]
         piece = (positions - first) * branching // count
         change[1:] = piece[1:] != piece[:-1]
         start = start | (change & splittable)
-        count = runs.add_level(start)
+        levels.append(start)
+        run_id = torch.cumsum(start.long(), 0) - 1
+        count = torch.bincount(run_id)[run_id]
+    runs = NestedRuns(order)
+    for start in levels:
+        runs.add_level(start)
     return runs.parent()
 
 
