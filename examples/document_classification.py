@@ -31,6 +31,7 @@ import json
 import math
 import os
 import os.path as osp
+import platform
 import random
 import resource
 import sys
@@ -436,6 +437,34 @@ def plot_curves(runs: List[dict], models: List[str], path: str) -> None:
     plt.close(fig)
 
 
+def collect(args, runs: List[dict], train, test, world_size: int,
+            started: float) -> dict:
+    models = [m for m in args.models if any(r['model'] == m for r in runs)]
+    return {'args': vars(args), 'world_size': world_size,
+            'num_train': len(train), 'num_test': len(test),
+            'num_classes': train.num_classes,
+            'summary': summarise(runs, models), 'runs': runs,
+            'complete': len(runs) == len(args.models) * len(args.seeds),
+            'total_time_s': time.perf_counter() - started,
+            'max_rss_mb': resource.getrusage(
+                resource.RUSAGE_SELF).ru_maxrss / 1024,
+            'machine': {'cpus': os.cpu_count(), 'threads': args.threads,
+                        'torch': torch.__version__,
+                        'platform': platform.platform(),
+                        'processor': _cpu_name()}}
+
+
+def _cpu_name() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -451,27 +480,23 @@ def main(argv: Optional[List[str]] = None) -> dict:
         print(f'{args.dataset}: {len(train)} train / {len(test)} test '
               f'documents, {num_classes} classes, {num_tokens} token ids, '
               f'{world_size} process(es)', flush=True)
-    runs = []
-    for kind in args.models:
-        flat = kind == 'flat'
-        train_items = as_lists(train, flat, 'train', show)
-        test_items = as_lists(test, flat, 'test', show)
-        for seed in args.seeds:
-            runs.append(train_one(args, kind, seed, train_items, test_items,
-                                  num_tokens, num_classes, frozen, rank,
-                                  world_size))
-    summary = summarise(runs, args.models)
-    result = {'args': vars(args), 'world_size': world_size,
-              'num_train': len(train), 'num_test': len(test),
-              'num_classes': num_classes, 'summary': summary, 'runs': runs,
-              'total_time_s': time.perf_counter() - started,
-              'max_rss_mb': resource.getrusage(
-                  resource.RUSAGE_SELF).ru_maxrss / 1024,
-              'machine': {'cpus': os.cpu_count(), 'threads': args.threads,
-                          'torch': torch.__version__}}
+    # Both models' trees are built once; seeds run interleaved (hsa, flat,
+    # hsa, flat...) and results.json is rewritten after every run, so a run
+    # stopped early still leaves a like-for-like comparison.
+    items = {kind: (as_lists(train, kind == 'flat', 'train', show),
+                    as_lists(test, kind == 'flat', 'test', show))
+             for kind in args.models}
+    runs: List[dict] = []
+    for seed in args.seeds:
+        for kind in args.models:
+            runs.append(train_one(args, kind, seed, *items[kind], num_tokens,
+                                  num_classes, frozen, rank, world_size))
+            result = collect(args, runs, train, test, world_size, started)
+            if rank == 0:
+                with open(osp.join(args.out, 'results.json'), 'w') as f:
+                    json.dump(result, f, indent=1)
+    summary = result['summary']
     if rank == 0:
-        with open(osp.join(args.out, 'results.json'), 'w') as f:
-            json.dump(result, f, indent=1)
         plot_curves(runs, args.models, osp.join(args.out,
                                                 'learning_curves.png'))
         for kind in args.models:

@@ -193,25 +193,30 @@ def test_bad_forward_input():
 
 def test_family_position_encoder_routes_rows_by_type():
     torch.manual_seed(0)
-    enc = FamilyPositionEncoder(6, [1, 2, ('key', 3), None])
-    pos = torch.tensor([[0., 0.], [3., 1.], [1., 2.], [2., 0.], [5., 5.],
-                        [1., 1.]])
+    # Columns 0-2: a one-hot key (as compose_hierarchies writes it);
+    # columns 3-4: the parts' own positions.
+    enc = FamilyPositionEncoder(6, [('key', 3), ('fourier', 1, 3),
+                                    ('fourier', 2, 3), None])
+    pos = torch.tensor([[0., 0., 0., 0., 0.], [0., 1., 0., 0., 0.],
+                        [0., 0., 0., 3., 1.], [0., 0., 0., 1., 2.],
+                        [0., 0., 0., 5., 5.], [0., 0., 1., 0., 0.]])
     family_type = torch.tensor([-1, 0, 1, 2, 3, 0])
     out = enc(pos, family_type)
     assert torch.equal(out[0], torch.zeros(6))       # root: no position
     assert torch.equal(out[4], torch.zeros(6))       # unordered set
-    torch.testing.assert_close(out[1], enc.encoders[0](pos)[1])
+    torch.testing.assert_close(out[1], enc.encoders[0].lin.weight[:, 1])
+    torch.testing.assert_close(out[5], enc.encoders[0].lin.weight[:, 2])
     torch.testing.assert_close(out[2], enc.encoders[1](pos)[2])
-    torch.testing.assert_close(out[3], enc.encoders[2].emb.weight[2])
+    torch.testing.assert_close(out[3], enc.encoders[2](pos)[3])
     # 1-D features ignore the second coordinate; 2-D ones do not.
-    assert torch.allclose(enc.encoders[0](pos[[1]]),
-                          enc.encoders[0](pos[[1]] * torch.tensor([1., 0.])))
-    assert not torch.allclose(enc.encoders[1](pos[[2]]),
-                              enc.encoders[1](pos[[2]] *
-                                              torch.tensor([1., 0.])))
+    drop_last = torch.tensor([1., 1., 1., 1., 0.])
+    assert torch.allclose(enc.encoders[1](pos[[2]]),
+                          enc.encoders[1](pos[[2]] * drop_last))
+    assert not torch.allclose(enc.encoders[2](pos[[3]]),
+                              enc.encoders[2](pos[[3]] * drop_last))
     assert 'families=' in repr(enc)
     with pytest.raises(ValueError, match='coordinates'):
-        enc(pos[:, :1], family_type)
+        enc(pos[:, :4], family_type)
 
 
 def test_fourier_features_separate_nearby_and_far_positions():

@@ -37,20 +37,22 @@ class FourierPositionEncoder(nn.Module):
     same encoder.
 
     Args:
-        dim (int): number of coordinates :math:`P` read from ``pos[:, :P]``.
+        dim (int): number of coordinates :math:`P`, read from
+            ``pos[:, offset:offset + P]``.
         out_channels (int): size of the embedding.
         num_frequencies (int): :math:`K`. (default: :obj:`16`)
         min_period (float): shortest period. (default: :obj:`2.0`)
         max_period (float): longest period. (default: :obj:`4096.0`)
+        offset (int): first column of ``pos`` read. (default: :obj:`0`)
 
     Shapes:
-        - **input:** pos ``[N, P']`` with :math:`P' \ge P`
+        - **input:** pos ``[N, P']`` with :math:`P' \ge` offset + P
         - **output:** ``[N, out_channels]``
     """
 
     def __init__(self, dim: int, out_channels: int,
                  num_frequencies: int = 16, min_period: float = 2.0,
-                 max_period: float = 4096.0):
+                 max_period: float = 4096.0, offset: int = 0):
         super().__init__()
         if dim < 1:
             raise ValueError(f'dim must be >= 1, got {dim}')
@@ -58,6 +60,7 @@ class FourierPositionEncoder(nn.Module):
             raise ValueError(f'Need 0 < min_period <= max_period, got '
                              f'{min_period} and {max_period}')
         self.dim = dim
+        self.offset = offset
         self.out_channels = out_channels
         periods = torch.logspace(math.log10(min_period), math.log10(max_period),
                                  num_frequencies)
@@ -70,7 +73,8 @@ class FourierPositionEncoder(nn.Module):
         self.lin.reset_parameters()
 
     def forward(self, pos: Tensor) -> Tensor:
-        angle = pos[:, :self.dim, None] * self.angular_frequency  # (N, P, K)
+        coords = pos[:, self.offset:self.offset + self.dim]
+        angle = coords.unsqueeze(-1) * self.angular_frequency     # (N, P, K)
         features = torch.cat([angle.sin(), angle.cos()], dim=-1)
         return self.lin(features.flatten(1))
 
@@ -81,38 +85,41 @@ class FourierPositionEncoder(nn.Module):
 
 class KeyPositionEncoder(nn.Module):
     r"""A learned embedding per key, for keyed families (a title, an image
-    and a body under one root): the position ``pos[:, 0]`` holds the integer
-    key id.
+    and a body under one root). The key is stored one-hot in
+    ``pos[:, offset:offset + K]``, as
+    :func:`~hsa_graph.convert.compose_hierarchies` writes it, and embedded by
+    a bias-free linear map: row :math:`k` of its weight is key :math:`k`'s
+    embedding.
 
     Args:
-        num_keys (int): number of distinct keys.
+        num_keys (int): number of distinct keys :math:`K`.
         out_channels (int): size of the embedding.
+        offset (int): first column of the one-hot key. (default: :obj:`0`)
 
     Shapes:
-        - **input:** pos ``[N, P]`` (``pos[:, 0]`` in ``[0, num_keys)``)
+        - **input:** pos ``[N, P]`` with :math:`P \ge` offset + K
         - **output:** ``[N, out_channels]``
     """
 
-    def __init__(self, num_keys: int, out_channels: int):
+    def __init__(self, num_keys: int, out_channels: int, offset: int = 0):
         super().__init__()
         if num_keys < 1:
             raise ValueError(f'num_keys must be >= 1, got {num_keys}')
         self.num_keys = num_keys
-        self.emb = nn.Embedding(num_keys, out_channels)
+        self.offset = offset
+        self.out_channels = out_channels
+        self.lin = nn.Linear(num_keys, out_channels, bias=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        self.emb.reset_parameters()
+        nn.init.normal_(self.lin.weight)
 
     def forward(self, pos: Tensor) -> Tensor:
-        # Rows of other family types may hold any value: clamp, the caller
-        # masks them out.
-        key = pos[:, 0].round().long().clamp(0, self.num_keys - 1)
-        return self.emb(key)
+        return self.lin(pos[:, self.offset:self.offset + self.num_keys])
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.num_keys}, '
-                f'{self.emb.embedding_dim})')
+                f'{self.out_channels})')
 
 
 class _NoPosition(nn.Module):
@@ -133,14 +140,29 @@ def _make_encoder(spec: FamilySpec, out_channels: int,
     if spec is None or spec == 'none':
         return _NoPosition(out_channels)
     if isinstance(spec, int) and not isinstance(spec, bool):
-        return FourierPositionEncoder(spec, out_channels, num_frequencies,
-                                      max_period=max_period)
-    if isinstance(spec, (tuple, list)) and len(spec) == 2 and \
-            spec[0] == 'key' and isinstance(spec[1], int):
-        return KeyPositionEncoder(spec[1], out_channels)
+        spec = ('fourier', spec)
+    if isinstance(spec, (tuple, list)) and len(spec) in (2, 3) and \
+            spec[0] in ('fourier', 'key') and \
+            all(isinstance(v, int) for v in spec[1:]):
+        offset = spec[2] if len(spec) == 3 else 0
+        if spec[0] == 'fourier':
+            return FourierPositionEncoder(spec[1], out_channels,
+                                          num_frequencies,
+                                          max_period=max_period,
+                                          offset=offset)
+        return KeyPositionEncoder(spec[1], out_channels, offset=offset)
     raise ValueError(f"Unknown family position spec {spec!r}; use an int P "
-                     f"(Fourier features of P-D positions), ('key', K) (K "
-                     f"learned keys) or None (unordered set)")
+                     f"or ('fourier', P[, offset]) (Fourier features of P-D "
+                     f"positions), ('key', K[, offset]) (K learned keys, "
+                     f"one-hot in pos) or None (unordered set)")
+
+
+def _columns_needed(spec: FamilySpec) -> int:
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        return spec
+    if isinstance(spec, (tuple, list)):
+        return spec[1] + (spec[2] if len(spec) == 3 else 0)
+    return 0
 
 
 class FamilyPositionEncoder(nn.Module):
@@ -153,11 +175,13 @@ class FamilyPositionEncoder(nn.Module):
 
     Args:
         out_channels (int): size of the shared embedding.
-        families (list): one spec per family type: an ``int`` :math:`P` for
-            Fourier features of :math:`P`-D positions
-            (:class:`FourierPositionEncoder`), ``('key', K)`` for a keyed
-            family (:class:`KeyPositionEncoder`), or :obj:`None` for an
-            unordered set. (default: ``[1]``, one 1-D sequence type)
+        families (list): one spec per family type: an ``int`` :math:`P` (or
+            ``('fourier', P, offset)``) for Fourier features of
+            :math:`P`-D positions in ``pos[:, offset:offset + P]``
+            (:class:`FourierPositionEncoder`), ``('key', K)`` (or
+            ``('key', K, offset)``) for a keyed family with one-hot keys
+            (:class:`KeyPositionEncoder`), or :obj:`None` for an unordered
+            set. (default: ``[1]``, one 1-D sequence type)
         num_frequencies (int): Fourier frequencies per coordinate.
             (default: :obj:`16`)
         max_period (float): longest Fourier period; make it exceed the
@@ -181,8 +205,7 @@ class FamilyPositionEncoder(nn.Module):
             _make_encoder(spec, out_channels, num_frequencies, max_period)
             for spec in families
         ])
-        self.max_dim = max([s for s in families if isinstance(s, int)
-                            and not isinstance(s, bool)] + [1])
+        self.max_dim = max([_columns_needed(s) for s in families] + [1])
 
     def reset_parameters(self) -> None:
         for encoder in self.encoders:
