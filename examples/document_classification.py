@@ -381,7 +381,12 @@ def train_one(args, kind: str, seed: int, train_items, test_items,
                       f'{record["train_acc"]:.3f} test acc {test["acc"]:.3f} '
                       f'macro-F1 {test["f1"]:.3f} ({epoch_time:.1f} s)',
                       flush=True)
-                torch.save({'model': model.state_dict(), 'epoch': epoch,
+                # A frozen pretrained embedding is not saved (47 MB for
+                # MiniLM): it is reloaded from its package.
+                state = {k: v for k, v in model.state_dict().items()
+                         if frozen is None or
+                         not k.startswith('token_embedding.')}
+                torch.save({'model': state, 'epoch': epoch,
                             'args': vars(args), 'seed': seed},
                            osp.join(checkpoint_dir, f'{kind}_seed{seed}.pt'))
     return {'model': kind, 'seed': seed, 'parameters': params,
