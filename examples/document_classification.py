@@ -71,6 +71,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                       help='seeded random subset of the training split')
     data.add_argument('--max-test-docs', type=int, default=None,
                       help='seeded random subset of the test split')
+    data.add_argument('--min-tokens', type=int, default=None,
+                      help='keep only documents with at least this many '
+                      'tokens (timing runs at a fixed length)')
     data.add_argument('--vocab-size', type=int, default=None,
                       help='word vocabulary (default: 30000; 10000 with '
                       '--quick)')
@@ -164,6 +167,11 @@ def load_datasets(args, rank: int):
         sys.exit(f'{error}\nThe raw data is missing: run '
                  f'bash datasets/fetch_text.sh first')
     test = cls(split='test', max_docs=max_docs, **kwargs)
+    if args.min_tokens is not None:
+        train, test = (d[d._data.num_tokens >= args.min_tokens]
+                       for d in (train, test))
+        if len(train) == 0 or len(test) == 0:
+            sys.exit(f'No document has {args.min_tokens} tokens or more')
     return train, test
 
 
