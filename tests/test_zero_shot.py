@@ -9,7 +9,8 @@ from hsa_graph.zero_shot import (SentenceHierarchyBuilder,
                                  check_token_hierarchy, flat_hierarchy,
                                  find_self_attention_layers,
                                  hsa_attention_flops, patch_model,
-                                 softmax_attention_flops, window_hierarchy)
+                                 sequence_ends, softmax_attention_flops,
+                                 window_hierarchy)
 
 transformers = pytest.importorskip('transformers')
 
@@ -74,6 +75,25 @@ def test_window_hierarchy_paper_branching_on_512_tokens():
     assert sorted(torch.unique(counts[counts > 0]).tolist()) == [2, 4, 8]
     assert tree.num_nodes == 512 + 256 + 64 + 8 + 1
     assert tree.height == 4
+
+
+def test_window_hierarchy_global_tokens_hang_under_the_root():
+    mask = torch.tensor([[1] * 10 + [0] * 2, [1] * 3 + [0] * 9])
+    ends = sequence_ends(mask)
+    assert ends.nonzero().tolist() == [[0, 0], [0, 9], [1, 0], [1, 2]]
+    tree = window_hierarchy(mask, (2, 4), global_tokens=ends)
+    check_token_hierarchy(tree, mask)
+    parent, roots = tree.parent, tree.root_index
+    root0 = int(roots[tree.batch[roots] == 0])
+    root1 = int(roots[tree.batch[roots] == 1])
+    # Sequence 0: tokens 1..8 form 4 pairs -> 1 group of 4 pairs, a sibling
+    # of [CLS] (leaf 0) and [SEP] (leaf 9) under the root.
+    assert parent[0] == root0 and parent[9] == root0
+    assert sorted(tree.leaf_count[parent == root0].tolist()) == [1, 1, 8]
+    # Sequence 1: the middle token alone stays a leaf beside both ends.
+    assert (parent[10:13] == root1).all()
+    with pytest.raises(ValueError, match='shape'):
+        window_hierarchy(mask, (2, ), global_tokens=ends[:, :3])
 
 
 def test_flat_hierarchy_one_family_per_sequence():
@@ -286,6 +306,10 @@ def test_patch_model_argument_errors():
         patch_model(model, hierarchy='tree')
     with pytest.raises(ValueError, match='tokenizer'):
         patch_model(model, hierarchy='sentences')
+    with pytest.raises(ValueError, match='tokenizer'):
+        patch_model(model, global_tokens='special')
+    with pytest.raises(ValueError, match='global_tokens'):
+        patch_model(model, hierarchy='flat', global_tokens='ends')
     with pytest.raises(ValueError, match='no BERT-style'):
         patch_model(torch.nn.Linear(2, 2))
     with patch_model(model, layers=[0]):
