@@ -107,6 +107,18 @@ def _children_sum_level(child: Tensor, layout: TreeLayout, level: int
     return out.index_add(1, layout.levels[level + 1].parent_local, child)
 
 
+def _parent_rows(values: Tensor, layout: TreeLayout, depth: int) -> Tensor:
+    # Each node's parent's row (dim 1) from the level above. Below a lone
+    # root it is a broadcast, whose backward is a sum rather than a scatter
+    # (Inductor's CPU scatter codegen fails on a one-row target).
+    level = layout.levels[depth]
+    if layout.levels[depth - 1].size == 1:
+        shape = list(values.shape)
+        shape[1] = level.size
+        return values.expand(shape)
+    return values.index_select(1, level.parent_local)
+
+
 def _node_vector(values: Tensor, like: Tensor) -> Tensor:
     r"""A per-node ``[n]`` vector shaped to broadcast against ``like``."""
     shape = [1] * like.dim()
@@ -399,9 +411,9 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
             reach_parent = torch.zeros_like(partition)
             out_parent = None
         else:
-            reach_parent = reach.index_select(1, level.parent_local)
-            out_parent = None if out is None else out.index_select(
-                1, level.parent_local)
+            reach_parent = _parent_rows(reach, layout, depth)
+            out_parent = None if out is None else _parent_rows(
+                out, layout, depth)
         reach = reach_parent + log_stay
         out = out_parent
         if sibling_value[depth] is not None:
