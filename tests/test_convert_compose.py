@@ -1,5 +1,9 @@
+import warnings
+
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch_geometric.data import Batch
 
 from hsa_graph import (Hierarchy, compose_hierarchies, from_image,
@@ -79,3 +83,29 @@ def test_bad_parts():
         compose_hierarchies({
             'text': Hierarchy.from_parent([-1, 0], x=torch.tensor([0, 5])),
             'image': Hierarchy.from_parent([-1, 0], x=torch.rand(2, 4))})
+
+
+@settings(max_examples=30, deadline=None)
+@given(sizes=st.lists(st.integers(1, 12), min_size=1, max_size=4),
+       seed=st.integers(0, 999))
+def test_composition_properties(sizes, seed):
+    generator = torch.Generator().manual_seed(seed)
+    parts = {f'part{i}': from_point_cloud(torch.rand(n, 2, generator=generator),
+                                          leaf_size=2)
+             for i, n in enumerate(sizes)}
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        h = compose_hierarchies(parts)
+    assert h.validate() and h.root_index.tolist() == [h.num_nodes - 1]
+    assert h.num_leaves == sum(sizes)
+    leaf_type = h.node_type[h.is_leaf]
+    expected = torch.repeat_interleave(torch.arange(len(sizes)),
+                                       torch.tensor(sizes))
+    assert torch.equal(leaf_type, expected)
+    # every leaf maps back to its own part's input
+    for number, n in enumerate(sizes):
+        assert h.source_id[h.is_leaf][leaf_type == number].tolist() == list(
+            range(n))
+    # the keyed family: one-hot keys on the parts' roots
+    keyed = h.parent == h.num_nodes - 1
+    assert torch.equal(h.pos[keyed, :len(sizes)], torch.eye(len(sizes)))

@@ -71,3 +71,17 @@ def test_image_properties(rows, cols, patch):
     i = torch.arange(rows * cols)
     assert torch.equal(h.centroid[:rows * cols],
                        torch.stack([i // cols, i % cols], 1) + 0.5)
+
+
+def test_real_digits_quad_tree():
+    datasets = pytest.importorskip('sklearn.datasets')
+    digits = datasets.load_digits()
+    img = torch.tensor(digits.images[:3], dtype=torch.float32)   # [3, 8, 8]
+    h = from_image(img[0], patch_size=1)
+    # 64 pixels -> 16 cells of 2 x 2 -> 4 cells of 4 x 4 -> root
+    assert (h.num_nodes, h.height) == (64 + 16 + 4 + 1, 3)
+    check_conversion(h, 64, leaf_bound=4, internal_bound=4, pos_dims=2)
+    assert torch.equal(h.x[:64, 0], img[0].flatten())
+    h = from_image(img, patch_size=4)                             # 3 channels
+    assert h.parent.tolist() == [4, 4, 4, 4, -1]
+    assert torch.equal(h.x[0], img[:, :4, :4].flatten())

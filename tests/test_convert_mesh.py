@@ -184,7 +184,7 @@ def test_real_cgal_meshes():
     assert sum(connected) >= 0.95 * len(connected)
     faces = from_mesh(mesh.pos, mesh.face, leaves='face')
     check_conversion(faces, 5558, leaf_bound=8, internal_bound=8)
-    # the small CGAL OFF files all read (all 138 do: see docs/converters.md)
+    # the small CGAL OFF files all read (all 139 do: see docs/converters.md)
     small = [p for p in sorted(CGAL_MESHES.glob('*.off'))
              if p.stat().st_size < 20_000]
     assert len(small) >= 10

@@ -181,6 +181,16 @@ def to_networkx(h: Hierarchy, node_attrs: Sequence[str] = ('x', 'pos',
             (default: ``('x', 'pos', 'node_type')``)
         child_to_parent (bool): point edges from child to parent like
             ``h.edge_index``. (default: :obj:`False`)
+
+    Returns:
+        :class:`networkx.DiGraph` with ``h.num_nodes`` nodes and
+        ``h.edge_index.size(1)`` edges.
+
+    Example::
+
+        >>> G = to_networkx(Hierarchy.from_parent([-1, 0, 0]))
+        >>> list(G.edges)
+        [(0, 1), (0, 2)]
     """
     labels: List[Any] = getattr(h, 'source_node', None) or list(
         range(h.num_nodes))
