@@ -109,7 +109,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         '(overrides the data size and epochs)')
     args = parser.parse_args(argv)
     # --quick changes the defaults only; explicit flags still win.
-    quick = dict(max_tokens=256, max_train_docs=1200, max_test_docs=600,
+    quick = dict(max_tokens=256, max_train_docs=1000, max_test_docs=500,
                  epochs=3, vocab_size=10000)
     full = dict(max_tokens=512, max_train_docs=None, max_test_docs=None,
                 epochs=5, vocab_size=30000)
