@@ -356,7 +356,7 @@ def run_one(name, seed, args, data, sets, device) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true',
-                        help='256 points, 6 epochs, 3 seeds (< 5 minutes)')
+                        help='128 points, 3 epochs, 3 seeds (< 5 minutes)')
     parser.add_argument('--num-points', type=int, default=1024)
     parser.add_argument('--epochs', type=int, default=40)
     parser.add_argument('--seeds', type=int, default=3)
@@ -376,7 +376,7 @@ def main(argv=None) -> dict:
     parser.add_argument('--out', default='runs/multimodal_classification')
     args = parser.parse_args(argv)
     if args.quick:
-        args.num_points, args.epochs = 256, 6
+        args.num_points, args.epochs = 128, 3
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     models = [m for m in args.models.split(',') if m]
