@@ -213,7 +213,8 @@ def collapse_only_children(parent: Tensor, num_leaves: int) -> Tensor:
         hop = (jump >= 0) & remove[jump.clamp(min=0)]
         if not bool(hop.any()):
             break
-        jump = torch.where(hop, parent[jump.clamp(min=0)], jump)
+        # pointer doubling: hop over whole runs of removed ancestors
+        jump = torch.where(hop, jump[jump.clamp(min=0)], jump)
     keep = ~remove
     new_id = torch.full((num_nodes, ), -1, dtype=torch.long)
     new_id[keep] = torch.arange(int(keep.sum()))

@@ -174,6 +174,7 @@ def _spectral_levels(adjacency: sp.csr_matrix, leaf_size: int, seed: int,
     :obj:`leaf_size` is split at the median of its Fiedler vector (the
     eigenvector of the second-smallest eigenvalue of the normalised
     Laplacian), after first separating its connected components."""
+    import scipy.linalg
     from scipy.sparse.csgraph import connected_components, laplacian
     from scipy.sparse.linalg import eigsh
 
@@ -195,8 +196,9 @@ def _spectral_levels(adjacency: sp.csr_matrix, leaf_size: int, seed: int,
                 next_clusters.extend(nodes[label == c] for c in range(count))
                 continue
             lap = laplacian(sub.astype(np.float64), normed=True)
-            if nodes.size <= 400:
-                _, vectors = np.linalg.eigh(lap.toarray())
+            if nodes.size <= 150:  # dense, only the two smallest pairs
+                _, vectors = scipy.linalg.eigh(lap.toarray(),
+                                               subset_by_index=[0, 1])
             else:
                 start = rng.standard_normal((nodes.size, 2))
                 _, vectors = eigsh(lap, k=2, sigma=-1e-3, v0=start[:, 0])
