@@ -59,7 +59,9 @@ def _resolve_layout(query: Tensor, edge_index: Optional[Tensor],
         if num_nodes is None:
             num_nodes = query.size(0)
         layout = tree_layout(edge_index, num_nodes, device=query.device)
-    if layout.num_nodes != query.size(0):
+    # Sizes are read off the layout's tensors (not its ints) so that
+    # torch.compile(dynamic=True) keeps them symbolic across trees.
+    if layout.order.size(0) != query.size(0):
         raise ValueError(f'query has {query.size(0)} rows but the hierarchy '
                          f'has {layout.num_nodes} nodes')
     return layout
@@ -82,9 +84,13 @@ def _to_levels(t: Tensor, layout: TreeLayout, dtype: torch.dtype) -> Levels:
     head_major = t.to(dtype).transpose(0, 1)
     if layout.identity_order:
         return [piece.contiguous() for piece in
-                torch.split(head_major, layout.level_sizes, dim=1)]
+                torch.split(head_major, _level_sizes(layout), dim=1)]
     return [head_major.index_select(1, level.node_ids)
             for level in layout.levels]
+
+
+def _level_sizes(layout: TreeLayout) -> List[int]:
+    return [level.node_ids.size(0) for level in layout.levels]
 
 
 def _from_levels(pieces: Levels, layout: TreeLayout) -> Tensor:
@@ -98,7 +104,7 @@ def _from_levels(pieces: Levels, layout: TreeLayout) -> Tensor:
 def _children_sum_level(child: Tensor, layout: TreeLayout, level: int
                         ) -> Tensor:
     r"""Sums level ``level + 1``'s rows (dim 1) into their parents."""
-    size = layout.levels[level].size
+    size = layout.levels[level].node_ids.size(0)
     if size == 1:   # one parent (a lone root): a plain sum, and it sidesteps
         return child.sum(1, keepdim=True)   # an Inductor CPU scatter bug
     shape = list(child.shape)
@@ -112,9 +118,9 @@ def _parent_rows(values: Tensor, layout: TreeLayout, depth: int) -> Tensor:
     # root it is a broadcast, whose backward is a sum rather than a scatter
     # (Inductor's CPU scatter codegen fails on a one-row target).
     level = layout.levels[depth]
-    if layout.levels[depth - 1].size == 1:
+    if layout.levels[depth - 1].node_ids.size(0) == 1:
         shape = list(values.shape)
-        shape[1] = level.size
+        shape[1] = level.node_ids.size(0)
         return values.expand(shape)
     return values.index_select(1, level.parent_local)
 
@@ -177,8 +183,8 @@ def _family_softmax(mean_query: Levels, mean_key: Levels,
     values: Optional[Levels] = [] if mean_value is not None else None
     for depth, level in enumerate(layout.levels):
         if not level.buckets:
-            masses.append(mean_query[depth].new_full((heads, level.size),
-                                                     -math.inf))
+            masses.append(mean_query[depth].new_full(
+                (heads, level.node_ids.size(0)), -math.inf))
             if values is not None:
                 values.append(None)
             continue
