@@ -324,7 +324,9 @@ def read_ply(path: PathLike, dtype: torch.dtype = torch.float32,
 def read_mesh(path: PathLike, dtype: torch.dtype = torch.float32,
               drop_degenerate: bool = False) -> Data:
     r"""Reads an ``.off``, ``.obj`` or ``.ply`` mesh (also gzip-compressed,
-    e.g. ``.ply.gz``) without extra dependencies.
+    e.g. ``.ply.gz``) without extra dependencies; other formats (``.stl``,
+    ``.glb``, ...) go through trimesh when it is installed (the ``mesh``
+    extra).
 
     Args:
         path (str): the mesh file; the format comes from the extension.
@@ -351,5 +353,14 @@ def read_mesh(path: PathLike, dtype: torch.dtype = torch.float32,
         return read_obj(path, dtype, drop_degenerate)
     if name.endswith('.ply'):
         return read_ply(path, dtype, drop_degenerate)
-    raise ValueError(f'{path}: unsupported mesh format; read_mesh handles '
-                     f'.off, .obj and .ply (install trimesh for others)')
+    try:
+        import trimesh
+    except ImportError:
+        raise ValueError(f'{path}: unsupported mesh format; read_mesh handles '
+                         f'.off, .obj and .ply itself, and other formats '
+                         f"through trimesh (pip install 'hsa-graph[mesh]')"
+                         ) from None
+    mesh = trimesh.load(os.fspath(path), force='mesh', process=False)
+    face = torch.as_tensor(np.asarray(mesh.faces), dtype=torch.long)
+    return _finish(np.asarray(mesh.vertices, dtype=np.float64),
+                   face.reshape(-1, 3).t().contiguous(), os.fspath(path), dtype)
