@@ -248,6 +248,8 @@ def main(argv=None) -> dict:
                         help='10 epochs, 3 seeds (< 5 minutes)')
     parser.add_argument('--epochs', type=int, default=150)
     parser.add_argument('--seeds', type=int, default=3)
+    parser.add_argument('--first-seed', type=int, default=0,
+                        help='run seeds first-seed, ..., first-seed + seeds - 1')
     parser.add_argument('--models', default=','.join(MODELS))
     parser.add_argument('--channels', type=int, default=32)
     parser.add_argument('--layers', type=int, default=2)
@@ -281,7 +283,7 @@ def main(argv=None) -> dict:
     knns = [knn_graph(t.pos, args.k) for t in tiles]  # rotation-invariant
     runs, best = [], None
     budget = RunBudget(args.max_minutes)
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         if not budget.allows_all(models):
             print(f'time budget reached: stopping before seed {seed}')
             break

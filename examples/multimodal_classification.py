@@ -360,6 +360,8 @@ def main(argv=None) -> dict:
     parser.add_argument('--num-points', type=int, default=1024)
     parser.add_argument('--epochs', type=int, default=40)
     parser.add_argument('--seeds', type=int, default=3)
+    parser.add_argument('--first-seed', type=int, default=0,
+                        help='run seeds first-seed, ..., first-seed + seeds - 1')
     parser.add_argument('--models', default=','.join(MODELS))
     parser.add_argument('--channels', type=int, default=64)
     parser.add_argument('--layers', type=int, default=2)
@@ -399,7 +401,7 @@ def main(argv=None) -> dict:
                  for keys in test_keys})
     runs = []
     budget = RunBudget(args.max_minutes)
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         if not budget.allows_all(models):
             print(f'time budget reached: stopping before seed {seed}')
             break
