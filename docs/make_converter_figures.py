@@ -87,7 +87,11 @@ def image_figures() -> None:
     digits = load_digits()
     img = torch.tensor(digits.images[0], dtype=torch.float32)[None]  # 8x8
     h = hsa_graph.from_image(img, patch_size=1)
-    plot_hierarchy(h, path=os.path.join(OUT, 'image_quadtree.png'),
+    # colour every node by the mean intensity of the pixels below it
+    from hsa_graph.convert._common import bottom_up_boxes
+    intensity, _, _ = bottom_up_boxes(h, h.x[:64], 64)
+    plot_hierarchy(h, color_by=intensity[:, 0], cmap='gray_r',
+                   path=os.path.join(OUT, 'image_quadtree.png'),
                    title=f'digit {digits.target[0]}: 8x8 pixels as a quad-tree '
                          f'({h.num_nodes} nodes)')
     plt.close('all')

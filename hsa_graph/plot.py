@@ -101,9 +101,10 @@ def plot_hierarchy(h: Hierarchy, ax: Any = None, color_by: str = 'depth',
         h (Hierarchy): the tree (or a batched forest).
         ax (matplotlib.axes.Axes, optional): where to draw; a new figure
             otherwise.
-        color_by (str): ``'depth'``, ``'type'`` (``h.node_type``, with
-            ``h.node_type_names`` in the legend when present) or ``'leaf'``
-            (leaves vs internal nodes). (default: ``'depth'``)
+        color_by (str or Tensor): ``'depth'``, ``'type'`` (``h.node_type``,
+            with ``h.node_type_names`` in the legend when present), ``'leaf'``
+            (leaves vs internal nodes), or a ``[N]`` tensor of values (e.g.
+            pixel intensities). (default: ``'depth'``)
         path (str, optional): save the figure there (PNG, 150 dpi).
         node_size (float, optional): marker size (default: from the size).
         max_nodes (int): refuse larger trees, which draw as noise.
@@ -133,6 +134,12 @@ def plot_hierarchy(h: Hierarchy, ax: Any = None, color_by: str = 'depth',
     elif color_by == 'leaf':
         values = h.is_leaf.long().tolist()
         label = 'leaf'
+    elif isinstance(color_by, Tensor):
+        if color_by.numel() != h.num_nodes:
+            raise ValueError(f'color_by has {color_by.numel()} values for '
+                             f'{h.num_nodes} nodes')
+        values = color_by.detach().flatten().double().tolist()
+        label = 'value'
     elif color_by == 'type':
         node_type = getattr(h, 'node_type', None)
         if node_type is None:
@@ -144,8 +151,8 @@ def plot_hierarchy(h: Hierarchy, ax: Any = None, color_by: str = 'depth',
                   for t in sorted(set(values))}
         label = 'node type'
     else:
-        raise ValueError(f"color_by must be 'depth', 'type' or 'leaf', got "
-                         f'{color_by!r}')
+        raise ValueError(f"color_by must be 'depth', 'type', 'leaf' or a "
+                         f'tensor, got {color_by!r}')
     size = node_size or max(4.0, min(80.0, 6000.0 / max(h.num_nodes, 1)))
     nx.draw_networkx_edges(graph, coordinates, ax=ax, arrows=False,
                            width=0.4, alpha=0.5)
@@ -154,7 +161,8 @@ def plot_hierarchy(h: Hierarchy, ax: Any = None, color_by: str = 'depth',
     span = (high - low) or 1
     colours = [colormap((v - low) / span) for v in values]
     nx.draw_networkx_nodes(graph, coordinates, ax=ax, node_size=size,
-                           node_color=colours, linewidths=0)
+                           node_color=colours, linewidths=0.3,
+                           edgecolors='0.55')
     if legend is not None:
         from matplotlib.lines import Line2D
         handles = [Line2D([], [], marker='o', linestyle='', color=colormap(
@@ -164,7 +172,9 @@ def plot_hierarchy(h: Hierarchy, ax: Any = None, color_by: str = 'depth',
         from matplotlib.cm import ScalarMappable
         from matplotlib.colors import Normalize
         mappable = ScalarMappable(norm=Normalize(low, high), cmap=colormap)
-        ax.figure.colorbar(mappable, ax=ax, label=label, fraction=0.03)
+        bar = ax.figure.colorbar(mappable, ax=ax, label=label, fraction=0.03)
+        if not isinstance(color_by, Tensor) and high - low <= 12:
+            bar.set_ticks(list(range(int(low), int(high) + 1)))
     ax.set_title(title or f'{h.num_leaves} leaves, {h.num_nodes} nodes, '
                  f'height {h.height}')
     ax.set_axis_off()

@@ -46,6 +46,8 @@ def test_plot_errors():
     h = Hierarchy.from_parent([-1, 0, 0])
     with pytest.raises(ValueError, match='color_by'):
         plot_hierarchy(h, color_by='size')
+    with pytest.raises(ValueError, match='values for'):
+        plot_hierarchy(h, color_by=torch.zeros(2))
     with pytest.raises(ValueError, match='node_type'):
         plot_hierarchy(h, color_by='type')
     with pytest.raises(ValueError, match='max_nodes'):
