@@ -300,7 +300,8 @@ def hierarchy_from_graph(graph: Union[nx.Graph, Data], branching: int = 8,
       different (equally valid) trees for the same seed.
     * ``method='spectral'``: recursive spectral bisection with scipy (split
       each cluster at the median of its Fiedler vector, after separating
-      connected components). Slower: meant for graphs up to ~10^4 nodes.
+      connected components). Slower: meant for graphs up to ~10^4 to 10^5
+      nodes (see docs/converters.md).
 
     Communities with one member collapse, and a family with more than
     :obj:`branching` members (:obj:`leaf_size` for a family of leaves) is
