@@ -39,6 +39,9 @@ def test_compose_matches_function_and_keeps_leaf_types():
     # source ids map each part's leaves back to its own input
     assert h.source_id[h.is_leaf].tolist() == list(range(20)) + list(range(16))
     assert h.pos.shape[1] == 2 + 3
+    # 3-D point centroids and 2-D patch centroids share zero-padded columns
+    assert h.centroid.shape == (h.num_nodes, 3)
+    assert bool((h.centroid[h.node_type == 1, 2] == 0).all())
 
 
 def test_nested_composition_prefixes_types():

@@ -81,6 +81,13 @@ def _merge_other(parts: Dict[str, Hierarchy]) -> Dict[str, Tensor]:
                       for k, v in values.items())
         signatures = {(v.dtype, tuple(v.shape[1:])) for v in values.values()} \
             if tensors else set()
+        if tensors and len({dtype for dtype, _ in signatures}) == 1 and all(
+                v.is_floating_point() and v.dim() == 2 for v in values.values()):
+            # float matrices of different widths: zero-pad like x
+            width = max(v.size(1) for v in values.values())
+            values = {k: torch.cat([v, v.new_zeros(v.size(0), width - v.size(1))],
+                                   1) for k, v in values.items()}
+            signatures = {(v.dtype, tuple(v.shape[1:])) for v in values.values()}
         if not tensors or len(signatures) != 1:
             dropped.append(name)
             continue
@@ -124,9 +131,10 @@ def compose_hierarchies(parts: Mapping[str, Hierarchy]) -> Hierarchy:
     * ``x``: stacked when the parts agree; float matrices of different widths
       are zero-padded to the widest, and a part without ``x`` gets zero rows.
     * other per-node tensors (e.g. ``token_id``, ``centroid``) are stacked
-      when every part that has one agrees on trailing shape and dtype,
-      filling absent parts with ``0`` (floats) or ``-1`` (integers); others
-      are dropped with a warning.
+      when every part that has one agrees on trailing shape and dtype (float
+      matrices of different widths are zero-padded), filling absent parts
+      with ``0`` (floats) or ``-1`` (integers); others (graph-level values,
+      lists) are dropped with a warning that names them.
 
     Args:
         parts (Mapping[str, Hierarchy]): the named hierarchies (each a single
