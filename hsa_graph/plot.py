@@ -4,9 +4,10 @@ Needs matplotlib (``pip install hsa-graph[plot]``), imported lazily.
 
 Example::
 
+    >>> import hsa_graph
     >>> h = hsa_graph.from_image(torch.rand(1, 16, 16), patch_size=2)
-    >>> plot_hierarchy(h, path='tree.png')
-    >>> plot_attention(h, path='attention.png')
+    >>> ax = plot_hierarchy(h, path='tree.png')  # doctest: +SKIP
+    >>> ax = plot_attention(h, path='attention.png')  # doctest: +SKIP
 """
 from __future__ import annotations
 

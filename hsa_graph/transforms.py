@@ -7,8 +7,9 @@ attributes named in :obj:`keep` (the label ``y`` by default).
 
 Example::
 
+    >>> import torch_geometric.transforms as T
     >>> from torch_geometric.datasets import ModelNet
-    >>> dataset = ModelNet(root, pre_transform=T.Compose([
+    >>> dataset = ModelNet(root, pre_transform=T.Compose([  # doctest: +SKIP
     ...     T.SamplePoints(1024), PointCloudToHierarchy(leaf_size=16)]))
 """
 from __future__ import annotations
@@ -20,10 +21,11 @@ from torch_geometric.transforms import BaseTransform
 
 from .convert import (from_image, from_mesh, from_point_cloud,
                       hierarchy_from_graph)
+from .convert.document import DocumentToHierarchy  # re-exported: one place
 from .hierarchy import Hierarchy
 
 __all__ = ['PointCloudToHierarchy', 'GraphToHierarchy', 'MeshToHierarchy',
-           'ImageToHierarchy']
+           'ImageToHierarchy', 'DocumentToHierarchy']
 
 
 class _ToHierarchy(BaseTransform):

@@ -153,8 +153,12 @@ def compose_hierarchies(parts: Mapping[str, Hierarchy]) -> Hierarchy:
 
     Example::
 
+        >>> import torch
+        >>> from hsa_graph import Hierarchy, from_document, from_image
         >>> h = Hierarchy.compose({'title': from_document('A cat.'),
         ...                        'image': from_image(torch.rand(3, 8, 8))})
+        >>> h.node_type_names
+        ['title', 'image']
     """
     if not isinstance(parts, Mapping) or len(parts) == 0:
         raise ValueError('compose_hierarchies needs a non-empty mapping '

@@ -135,8 +135,9 @@ def from_mesh(pos: Tensor, face: Tensor, x: Optional[Tensor] = None,
 
     Example::
 
-        >>> mesh = read_mesh('bunny.off')
-        >>> h = from_mesh(mesh.pos, mesh.face)
+        >>> from hsa_graph import read_mesh
+        >>> mesh = read_mesh('bunny.off')  # doctest: +SKIP
+        >>> h = from_mesh(mesh.pos, mesh.face)  # doctest: +SKIP
     """
     pos = check_coordinates(pos)
     face = _check_faces(face, pos.size(0))

@@ -341,8 +341,9 @@ def read_mesh(path: PathLike, dtype: torch.dtype = torch.float32,
 
     Example::
 
-        >>> mesh = read_mesh('data/cgal/data/meshes/elephant.off')
-        >>> h = from_mesh(mesh.pos, mesh.face)
+        >>> from hsa_graph import from_mesh
+        >>> mesh = read_mesh('data/cgal/data/meshes/elephant.off')  # doctest: +SKIP
+        >>> h = from_mesh(mesh.pos, mesh.face)  # doctest: +SKIP
     """
     name = os.fspath(path).lower()
     if name.endswith('.gz'):
