@@ -253,6 +253,12 @@ def test_modelnet_points_on_tiny_sample(tmp_path):
     again = ModelNetPoints(str(root), train=True, num_points=128,
                            force_reload=True)
     assert torch.equal(again._data.pos, train._data.pos)
+    from hsa_graph.transforms import PointCloudToHierarchy
+    trees = ModelNetPoints(str(root), train=True, num_points=128,
+                           transform=PointCloudToHierarchy(leaf_size=16))
+    tree = trees[0]
+    assert tree.num_leaves == 128 and int(tree.y) == int(train[0].y)
+    tree.validate()
     with pytest.raises(ValueError, match="'10' or '40'"):
         ModelNetPoints(str(root), name='20')
 

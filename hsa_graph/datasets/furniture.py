@@ -61,8 +61,15 @@ class SweetHome3DFurniture(InMemoryDataset):
       the label off the name;
     * ``item_id`` (str): the catalogue id.
 
-    Turn the points into hierarchies with a transform, e.g. an octree via
-    :func:`hsa_graph.from_point_cloud`.
+    Turn the points into octree hierarchies on access with
+    :class:`hsa_graph.transforms.PointCloudToHierarchy` (which wraps
+    :func:`hsa_graph.from_point_cloud`)::
+
+        >>> from hsa_graph.transforms import PointCloudToHierarchy
+        >>> ds = SweetHome3DFurniture('data/furniture',  # doctest: +SKIP
+        ...                           transform=PointCloudToHierarchy(
+        ...                               leaf_size=16))
+        >>> ds[0]  # a Hierarchy: leaf i is point i, y carried over
 
     Args:
         root (str): root directory of the dataset.

@@ -25,8 +25,9 @@ class ModelNetPoints(ModelNet):
     the furniture data, so the same up-axis augmentation applies.
 
     Each example is a :class:`~torch_geometric.data.Data` with ``pos``
-    ``[num_points, 3]`` in the unit ball and ``y`` ``[1]``; turn it into a
-    hierarchy with a transform (e.g. :func:`hsa_graph.from_point_cloud`).
+    ``[num_points, 3]`` in the unit ball and ``y`` ``[1]``; pass
+    ``transform=hsa_graph.transforms.PointCloudToHierarchy(leaf_size=16)``
+    to get octree hierarchies.
 
     Args:
         root (str): root directory of the dataset.
