@@ -6,7 +6,7 @@ from .functional import *  # noqa: F401,F403
 from .functional import __all__ as _functional_all
 from .convert import *  # noqa: F401,F403
 from .convert import __all__ as _convert_all
-from . import convert, datasets, functional, nn, zero_shot  # noqa: F401
+from . import convert, datasets, functional, nn, plot, transforms, zero_shot  # noqa: F401,E501
 
 __version__ = '0.1.0'
 
