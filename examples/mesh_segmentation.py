@@ -46,8 +46,7 @@ from shape_utils import (PeakMemory, RunBudget, Timer,  # noqa
                          summarize, write_json)
 from point_cloud_classification import TransformerConvLayer  # noqa: E402
 
-from hsa_graph import Hierarchy, tree_layout  # noqa: E402
-from hsa_graph.convert import from_point_cloud  # noqa: E402
+from hsa_graph import Hierarchy, from_point_cloud, tree_layout  # noqa: E402
 from hsa_graph.datasets import CGALSegmentation  # noqa: E402
 from hsa_graph.nn import HSAEncoder  # noqa: E402
 from hsa_graph.sampling import knn_graph  # noqa: E402

@@ -47,8 +47,7 @@ from shape_utils import (PeakMemory, RunBudget, Timer, augment_batch,  # noqa
                          count_parameters, fmt, macro_f1, plot_curves,
                          seed_everything, summarize, write_json)
 
-from hsa_graph import Hierarchy, tree_layout  # noqa: E402
-from hsa_graph.convert.point_cloud import from_point_cloud  # noqa: E402
+from hsa_graph import Hierarchy, from_point_cloud, tree_layout  # noqa: E402
 from hsa_graph.datasets import SweetHome3DFurniture  # noqa: E402
 from hsa_graph.nn import HSAEncoder, leaf_mean_pool  # noqa: E402
 from hsa_graph.sampling import knn_graph  # noqa: E402
