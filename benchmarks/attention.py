@@ -58,7 +58,8 @@ def family_flops(layout, heads, channels):
     # Per family of size b: logits b*b*C MACs, mixture b*b*C MACs -> 4 b^2 C.
     total = 0
     for bucket in layout.buckets:
-        sizes = bucket.member_valid.sum(1).double()
+        # Row 0 of the mask is finite on the first member's real siblings.
+        sizes = (bucket.sibling_mask[:, 0, 0] > -math.inf).sum(1).double() + 1
         total += float((sizes**2).sum()) * 4 * channels * heads
     return total
 
@@ -226,7 +227,7 @@ def main():
                         help='seconds of timed reps per case (at least 2)')
     parser.add_argument('--max-quadratic', type=float, default=2**28)
     parser.add_argument('--max-math-bytes', type=float, default=8e9)
-    parser.add_argument('--max-dense', type=int, default=2048)
+    parser.add_argument('--max-dense', type=int, default=1024)
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument('--out', default=None)
     parser.add_argument('--single', action='store_true',
