@@ -636,6 +636,11 @@ def main() -> None:
     parser.add_argument('--tasks', default='20newsgroups,clothing')
     parser.add_argument('--skip-timing', action='store_true')
     parser.add_argument('--skip-sweep', action='store_true')
+    parser.add_argument('--n-train', type=int, help='override train docs')
+    parser.add_argument('--n-test', type=int, help='override test docs')
+    parser.add_argument('--configs', help='only these sweep cells, as '
+                        '"HIERARCHY|LAYER SET;...", e.g. "win 16-16 + '
+                        'CLS/SEP|first 4;sentences|all 6"')
     parser.add_argument('--report', nargs='+', metavar='RESULTS_JSON',
                         help='only print the tables of earlier runs (e.g. '
                         'the split runs above) and draw one heat-map of all '
@@ -661,7 +666,20 @@ def main() -> None:
     quick = args.quick
     sizes = {'20newsgroups': (100, 40) if quick else (600, 150),
              'clothing': (100, 40) if quick else (800, 400)}
+    for task in sizes:
+        sizes[task] = (args.n_train or sizes[task][0],
+                       args.n_test or sizes[task][1])
     args.max_length = {'20newsgroups': 256, 'clothing': 128}
+    chosen = None
+    if args.configs:
+        chosen = []
+        for cell in args.configs.split(';'):
+            label, _, set_name = cell.partition('|')
+            if label not in HIERARCHIES or set_name not in layer_sets():
+                sys.exit(f'unknown sweep cell {cell!r}: hierarchies '
+                         f'{list(HIERARCHIES)}, layer sets '
+                         f'{list(layer_sets())}')
+            chosen.append((label, (set_name, layer_sets()[set_name])))
     results = {'command': ' '.join(sys.argv), 'threads': args.threads,
                'tasks': []}
 
@@ -692,7 +710,7 @@ def main() -> None:
                 sys.exit(f'unknown task {name}')
             results['tasks'].append(run_task(
                 name, model, tokenizer, train, test, num_classes, args,
-                sweep_configs(name, quick)))
+                chosen or sweep_configs(name, quick)))
             print(markdown_sweep(results['tasks'][-1]))
             with open(os.path.join(args.out, 'results.json'), 'w') as f:
                 json.dump(results, f, indent=1)

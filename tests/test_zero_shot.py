@@ -274,6 +274,17 @@ def test_patched_layer_matches_dense_hsa_reference():
     assert torch.allclose(out.reshape(-1, 32), expected, atol=1e-5)
 
 
+def test_gradients_flow_through_patched_layers():
+    model = tiny_bert()
+    input_ids, mask = padded_batch()
+    with patch_model(model, layers=[1], hierarchy='windows'):
+        out = model(input_ids=input_ids, attention_mask=mask)
+        out.last_hidden_state[mask.bool()].pow(2).mean().backward()
+    grad = find_self_attention_layers(model)[1][1].query.weight.grad
+    assert grad is not None and torch.isfinite(grad).all()
+    assert grad.abs().max() > 0
+
+
 def test_callable_hierarchy_and_bad_builders():
     model = tiny_bert()
     input_ids, mask = padded_batch()
@@ -399,3 +410,56 @@ def test_minilm_flat_is_exact_and_sentences_are_close():
 
     cosine = (embed(sentences) * embed(reference)).sum(-1)
     assert (cosine > 0.8).all() and (cosine < 0.9999).all()
+
+
+class LegacySelfAttention(torch.nn.Module):
+    r"""The transformers 4.x self-attention call: positional mask, head mask
+    and encoder states, ``output_attentions``, tuple outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.query = torch.nn.Linear(8, 8)
+        self.key = torch.nn.Linear(8, 8)
+        self.value = torch.nn.Linear(8, 8)
+        self.num_attention_heads, self.attention_head_size = 2, 4
+
+    def forward(self, hidden_states, attention_mask=None, head_mask=None,
+                encoder_hidden_states=None, encoder_attention_mask=None,
+                past_key_value=None, output_attentions=False):
+        b, n, _ = hidden_states.shape
+        q, k, v = (f(hidden_states).view(b, n, 2, 4).transpose(1, 2)
+                   for f in (self.query, self.key, self.value))
+        weights = (q @ k.transpose(-1, -2) / 2 + attention_mask).softmax(-1)
+        out = (weights @ v).transpose(1, 2).reshape(b, n, 8)
+        return (out, weights) if output_attentions else (out, )
+
+
+class LegacyModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attention = LegacySelfAttention()
+
+    def forward(self, input_ids, attention_mask=None, output_attentions=False,
+                head_mask=None):
+        extended = (1.0 - attention_mask[:, None, None, :].float()) * -1e4
+        gen = torch.Generator().manual_seed(0)
+        states = torch.randn(*input_ids.shape, 8, generator=gen)
+        return self.attention(states, extended, head_mask, None, None, None,
+                              output_attentions)
+
+
+def test_legacy_positional_signature():
+    model = LegacyModel()
+    ids = torch.zeros(2, 5, dtype=torch.long)
+    mask = torch.tensor([[1] * 5, [1, 1, 1, 0, 0]])
+    with torch.no_grad():
+        reference = model(ids, mask)[0]
+        with patch_model(model, hierarchy='flat'):
+            plain = model(ids, mask)
+            with_weights = model(ids, mask, output_attentions=True)
+            with pytest.raises(ValueError, match='head_mask'):
+                model(ids, mask, head_mask=torch.ones(2))
+    assert len(plain) == 1 and len(with_weights) == 2
+    assert with_weights[1] is None
+    valid = mask.bool()
+    assert torch.allclose(plain[0][valid], reference[valid], atol=1e-5)

@@ -218,24 +218,30 @@ class HSAPatch:
 
     def _make_forward(self, module: nn.Module, original: Callable
                       ) -> Callable:
-        params = inspect.signature(original).parameters
-        legacy = 'output_attentions' in params  # transformers < 4.48
+        signature = inspect.signature(original)
+        legacy = 'output_attentions' in signature.parameters  # < 4.48
 
         def forward(hidden_states: Tensor, *args, **kwargs):
-            attention_mask = kwargs.get('attention_mask',
-                                        args[0] if args else None)
-            if kwargs.get('encoder_hidden_states') is not None:
+            # Bind to the original signature: 4.x passes the mask, head mask
+            # and encoder states positionally, 5.x by keyword.
+            try:
+                bound = signature.bind(hidden_states, *args, **kwargs)
+                named = dict(bound.arguments)
+                named.update(named.pop('kwargs', {}) or {})
+            except TypeError:
+                named = dict(kwargs)
+                named.setdefault('attention_mask', args[0] if args else None)
+            if named.get('encoder_hidden_states') is not None:
                 raise ValueError('HSA-patched layers are self-attention only '
                                  '(got encoder_hidden_states)')
-            head_mask = kwargs.get('head_mask')
-            if head_mask is not None:
+            if named.get('head_mask') is not None:
                 raise ValueError('head_mask is not supported by HSA-patched '
                                  'layers')
-            output = self._attend(module, hidden_states, attention_mask)
+            output = self._attend(module, hidden_states,
+                                  named.get('attention_mask'))
             if legacy:
-                if kwargs.get('output_attentions'):
-                    return (output, None)
-                return (output, )
+                return (output, None) if named.get('output_attentions') \
+                    else (output, )
             return output, None
 
         return forward
