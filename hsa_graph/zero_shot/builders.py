@@ -15,7 +15,6 @@ verifies it.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Set
 
 import torch
@@ -190,6 +189,11 @@ def flat_hierarchy(attention_mask: Tensor) -> Hierarchy:
     Args:
         attention_mask (torch.Tensor): ``[B, L]``, 1 for tokens and 0 for
             padding.
+
+    Shapes:
+        - **input:** attention_mask ``[B, L]``
+        - **output:** a forest with ``attention_mask.sum()`` leaves and one
+          root per non-empty sequence.
     """
     return window_hierarchy(attention_mask, branching=())
 
@@ -270,6 +274,11 @@ class SentenceHierarchyBuilder:
         Args:
             input_ids (torch.Tensor): ``[B, L]`` token ids.
             attention_mask (torch.Tensor): ``[B, L]``, 1 for tokens.
+
+        Shapes:
+            - **input:** input_ids, attention_mask ``[B, L]``
+            - **output:** a forest whose leaves are the ``attention_mask.sum()``
+              tokens, in mask order (ids ``0..M-1``), internal nodes after.
         """
         if input_ids is None:
             raise ValueError("hierarchy='sentences' needs input_ids (the "
@@ -392,6 +401,11 @@ def check_token_hierarchy(hierarchy: Hierarchy, attention_mask: Tensor
     the non-padding tokens (one leaf each, ``source_id`` = position in the
     sequence, ``-1`` on internal nodes) and whose trees never span two
     sequences.
+
+    Args:
+        hierarchy (Hierarchy): a builder's output, with ``batch`` and
+            ``source_id``.
+        attention_mask (torch.Tensor): ``[B, L]`` mask it was built from.
 
     Raises:
         ValueError: describing the first violation.
