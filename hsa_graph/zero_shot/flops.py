@@ -12,8 +12,8 @@ multiply-add counts as 2 FLOPs, per head:
   ``2 d`` per node; with ``include_self`` the self logit and self value
   ``4 d`` per leaf.
 
-Element-wise work (scaling, exponentials, normalisation) is left out of both,
-as usual (and as in the paper's accounting); it is ``O(n^2)`` for softmax
+Element-wise work (scaling, exponentials, normalisation) is left out of both;
+it is ``O(n^2)`` for softmax
 attention and ``O(sum b^2)`` for HSA, so it does not change the ratio much.
 """
 from __future__ import annotations
