@@ -244,7 +244,7 @@ def plot_predictions(model, batch, tiles, path: str) -> None:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true',
-                        help='10 epochs, 3 seeds (< 5 minutes)')
+                        help='4 epochs, 3 seeds (< 5 minutes)')
     parser.add_argument('--epochs', type=int, default=150)
     parser.add_argument('--seeds', type=int, default=3)
     parser.add_argument('--first-seed', type=int, default=0,
@@ -266,7 +266,7 @@ def main(argv=None) -> dict:
     parser.add_argument('--out', default='runs/mesh_segmentation')
     args = parser.parse_args(argv)
     if args.quick:
-        args.epochs = 10
+        args.epochs = 4
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     models = [m for m in args.models.split(',') if m]
