@@ -40,18 +40,6 @@ def subtree_sum_lo(values: Tensor, layout: TreeLayout) -> Tensor:
     return torch.cat(sums, dim=0)
 
 
-def parent_values_lo(values: Tensor, layout: TreeLayout, root_value: float
-                     ) -> Tensor:
-    r"""Every node's parent's value (:obj:`root_value` for roots). Level order
-    in and out."""
-    pieces = [values.new_full(
-        (layout.level_ptr[1], ) + values.shape[1:], root_value)]
-    for level in range(1, layout.num_levels):
-        above = values[layout.level_slice(level - 1)]
-        pieces.append(above[layout.parent_local[level]])
-    return torch.cat(pieces, dim=0)
-
-
 def path_sum_lo(values: Tensor, layout: TreeLayout) -> Tensor:
     r"""For every node, the sum of :obj:`values` along its root path (root and
     itself included). Level order in and out."""
