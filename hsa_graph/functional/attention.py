@@ -95,10 +95,9 @@ def _level_sizes(layout: TreeLayout) -> List[int]:
 
 def _from_levels(pieces: Levels, layout: TreeLayout) -> Tensor:
     r"""Per level ``[H, n, *]`` -> ``[N, H, *]`` in node order."""
-    out = torch.cat(pieces, dim=1).transpose(0, 1)
-    if layout.identity_order:
-        return out.contiguous()
-    return out.index_select(0, layout.rank)
+    # One pass: cat writes the transposed views straight into node-major rows.
+    out = torch.cat([piece.transpose(0, 1) for piece in pieces], dim=0)
+    return out if layout.identity_order else out.index_select(0, layout.rank)
 
 
 def _children_sum_level(child: Tensor, layout: TreeLayout, level: int
