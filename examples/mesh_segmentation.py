@@ -41,9 +41,10 @@ from torch_geometric.data import Batch, Data
 from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from shape_utils import (PeakMemory, RunBudget, Timer,  # noqa
-                         count_parameters, fmt, macro_f1, mean_iou, plot_curves, seed_everything,
-                         summarize, write_json)
+from shape_utils import (PeakMemory, RunBudget, Timer, add_run_arguments,  # noqa
+                         count_parameters, fmt, macro_f1, mean_iou,
+                         plot_curves, seed_everything, setup_run, summarize,
+                         write_json)
 from point_cloud_classification import TransformerConvLayer  # noqa: E402
 
 from hsa_graph import Hierarchy, from_point_cloud, tree_layout  # noqa: E402
@@ -243,36 +244,13 @@ def plot_predictions(model, batch, tiles, path: str) -> None:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--quick', action='store_true',
-                        help='4 epochs, 3 seeds (< 5 minutes)')
-    parser.add_argument('--epochs', type=int, default=150)
-    parser.add_argument('--seeds', type=int, default=3)
-    parser.add_argument('--first-seed', type=int, default=0,
-                        help='run seeds first-seed, ..., first-seed + seeds - 1')
-    parser.add_argument('--models', default=','.join(MODELS))
-    parser.add_argument('--channels', type=int, default=32)
-    parser.add_argument('--layers', type=int, default=2)
-    parser.add_argument('--heads', type=int, default=4)
-    parser.add_argument('--dropout', type=float, default=0.1)
-    parser.add_argument('--leaf-size', type=int, default=16)
-    parser.add_argument('--k', type=int, default=16)
-    parser.add_argument('--batch-size', type=int, default=4)
-    parser.add_argument('--lr', type=float, default=3e-3)
-    parser.add_argument('--threads', type=int, default=1)
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available()
-                        else 'cpu')
-    parser.add_argument('--max-minutes', type=float, default=None,
-                        help='start no run that would end after this')
-    parser.add_argument('--out', default='runs/mesh_segmentation')
+    add_run_arguments(parser, quick_help='4 epochs, 3 seeds (< 5 minutes)', epochs=150,
+                      models=MODELS, channels=32, batch_size=4,
+                      lr=0.003, out='runs/mesh_segmentation')
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs = 4
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    models = [m for m in args.models.split(',') if m]
-    unknown = set(models) - set(MODELS)
-    if unknown:
-        parser.error(f'unknown models {sorted(unknown)}; choose from {MODELS}')
+    device, models = setup_run(parser, args, MODELS)
 
     start = time.time()
     dataset = CGALSegmentation(os.path.join(os.environ.get('HSA_DATA', 'data'),

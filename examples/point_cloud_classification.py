@@ -43,9 +43,10 @@ from torch_geometric.nn import TransformerConv
 from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from shape_utils import (PeakMemory, RunBudget, Timer, augment_batch,  # noqa
-                         count_parameters, fmt, macro_f1, plot_curves,
-                         seed_everything, summarize, write_json)
+from shape_utils import (PeakMemory, RunBudget, Timer, add_run_arguments,  # noqa
+                         augment_batch, count_parameters, fmt, macro_f1,
+                         plot_curves, seed_everything, setup_run, summarize,
+                         write_json)
 
 from hsa_graph import Hierarchy, from_point_cloud, tree_layout  # noqa: E402
 from hsa_graph.datasets import SweetHome3DFurniture  # noqa: E402
@@ -274,37 +275,14 @@ def load_clouds(args):
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--quick', action='store_true',
-                        help='256 points, 4 epochs, 3 seeds (< 5 minutes)')
     parser.add_argument('--num-points', type=int, default=2048)
-    parser.add_argument('--epochs', type=int, default=40)
-    parser.add_argument('--seeds', type=int, default=3)
-    parser.add_argument('--first-seed', type=int, default=0,
-                        help='run seeds first-seed, ..., first-seed + seeds - 1')
-    parser.add_argument('--models', default=','.join(MODELS))
-    parser.add_argument('--channels', type=int, default=64)
-    parser.add_argument('--layers', type=int, default=2)
-    parser.add_argument('--heads', type=int, default=4)
-    parser.add_argument('--dropout', type=float, default=0.1)
-    parser.add_argument('--leaf-size', type=int, default=16)
-    parser.add_argument('--k', type=int, default=16)
-    parser.add_argument('--batch-size', type=int, default=16)
-    parser.add_argument('--lr', type=float, default=2e-3)
-    parser.add_argument('--threads', type=int, default=1)
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available()
-                        else 'cpu')
-    parser.add_argument('--max-minutes', type=float, default=None,
-                        help='start no run that would end after this')
-    parser.add_argument('--out', default='runs/point_cloud_classification')
+    add_run_arguments(parser, quick_help='256 points, 4 epochs, 3 seeds (< 5 minutes)', epochs=40,
+                      models=MODELS, channels=64, batch_size=16,
+                      lr=0.002, out='runs/point_cloud_classification')
     args = parser.parse_args(argv)
     if args.quick:
         args.num_points, args.epochs = 256, 4
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    models = [m for m in args.models.split(',') if m]
-    unknown = set(models) - set(MODELS)
-    if unknown:
-        parser.error(f'unknown models {sorted(unknown)}; choose from {MODELS}')
+    device, models = setup_run(parser, args, MODELS)
 
     start = time.time()
     clouds = load_clouds(args)

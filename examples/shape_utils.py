@@ -256,3 +256,43 @@ class RunBudget:
 
     def record(self, name: str, seconds: float) -> None:
         self.seconds[name] = max(seconds, self.seconds.get(name, 0.0))
+
+
+def add_run_arguments(parser, *, quick_help: str, epochs: int, models,
+                      channels: int, batch_size: int, lr: float, out: str,
+                      knn: bool = True) -> None:
+    """The command-line options the 3-D examples share (training budget,
+    model size, seeds, device, output folder)."""
+    parser.add_argument('--quick', action='store_true', help=quick_help)
+    parser.add_argument('--epochs', type=int, default=epochs)
+    parser.add_argument('--seeds', type=int, default=3)
+    parser.add_argument('--first-seed', type=int, default=0,
+                        help='run seeds first-seed, ..., first-seed + seeds - 1')
+    parser.add_argument('--models', default=','.join(models))
+    parser.add_argument('--channels', type=int, default=channels)
+    parser.add_argument('--layers', type=int, default=2)
+    parser.add_argument('--heads', type=int, default=4)
+    parser.add_argument('--dropout', type=float, default=0.1)
+    parser.add_argument('--leaf-size', type=int, default=16)
+    if knn:
+        parser.add_argument('--k', type=int, default=16)
+    parser.add_argument('--batch-size', type=int, default=batch_size)
+    parser.add_argument('--lr', type=float, default=lr)
+    parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available()
+                        else 'cpu')
+    parser.add_argument('--max-minutes', type=float, default=None,
+                        help='start no run that would end after this')
+    parser.add_argument('--out', default=out)
+
+
+def setup_run(parser, args, all_models):
+    """Applies --threads and returns (device, chosen models), rejecting
+    unknown model names."""
+    torch.set_num_threads(args.threads)
+    models = [m for m in args.models.split(',') if m]
+    unknown = set(models) - set(all_models)
+    if unknown:
+        parser.error(f'unknown models {sorted(unknown)}; choose from '
+                     f'{list(all_models)}')
+    return torch.device(args.device), models
