@@ -315,6 +315,16 @@ def hsa_log_partition(query: Tensor, key: Tensor,
     return _from_levels(inner, layout).to(query.dtype)
 
 
+def _accumulate(out: Optional[Tensor], weight: Tensor, value: Tensor,
+                owned: bool) -> Tensor:
+    r"""``out + weight * value``, in place when :obj:`out` is owned."""
+    if out is None:
+        return weight * value
+    if owned:
+        return out.addcmul_(weight, value)
+    return torch.addcmul(out, weight, value)
+
+
 def _self_logits(query: Levels, key: Levels, pos: Optional[Levels],
                  scale: float) -> Levels:
     r"""``q_i . k_i / sqrt(d) + eps_i . eps_i`` per level, ``[H, n]``."""
@@ -421,19 +431,22 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
                 out, layout, depth)
         reach = reach_parent + log_stay
         out = out_parent
+        # A gathered parent row is a fresh tensor that nothing else reads, so
+        # it is accumulated in place (saves a pass and an allocation on the
+        # largest level); below a lone root it is a broadcast view instead.
+        owned = depth > 0 and layout.levels[depth - 1].node_ids.size(0) != 1
         if sibling_value[depth] is not None:
             log_leave = torch.where(sib, sibling_mass[depth] - partition,
                                     minus_inf)  # log(1 - mu(A))
             weight = torch.exp(reach_parent + log_leave).unsqueeze(-1)
-            out = weight * sibling_value[depth] if out is None else \
-                torch.addcmul(out, weight, sibling_value[depth])
+            out = _accumulate(out, weight, sibling_value[depth], owned)
+            owned = True
         if include_self and level.leaf_kind != 'none':
             weight = torch.exp(reach)
             if level.leaf_kind == 'mixed':
                 weight = weight * _node_vector(level.is_leaf, weight)
-            weight = weight.unsqueeze(-1)
-            out = weight * value_levels[depth] if out is None else \
-                torch.addcmul(out, weight, value_levels[depth])
+            out = _accumulate(out, weight.unsqueeze(-1), value_levels[depth],
+                              owned)
         if out is None:
             out = value_levels[depth].new_zeros(value_levels[depth].shape)
         out_levels.append(out)
