@@ -6,6 +6,7 @@ the first paragraph of its docstring.
 import importlib
 import inspect
 import os
+import re
 
 MODULES = ['hsa_graph', 'hsa_graph.nn', 'hsa_graph.convert',
            'hsa_graph.datasets', 'hsa_graph.zero_shot', 'hsa_graph.transforms',
@@ -43,7 +44,8 @@ def main():
                 continue
             seen.add((name, attr))
             try:
-                signature = str(inspect.signature(obj))
+                signature = re.sub(r'<function (\w+) at 0x[0-9a-f]+>', r'\1',
+                                   str(inspect.signature(obj)))
             except (TypeError, ValueError):
                 signature = '(...)'
             kind = 'class' if inspect.isclass(obj) else 'def'
