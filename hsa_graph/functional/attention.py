@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ..layout import FamilyBucket, TreeLayout, tree_layout
+from .passes import children_sum
 
 __all__ = ['hsa_attention', 'hsa_log_partition']
 
@@ -100,18 +101,6 @@ def _from_levels(pieces: Levels, layout: TreeLayout) -> Tensor:
     return out if layout.identity_order else out.index_select(0, layout.rank)
 
 
-def _children_sum_level(child: Tensor, layout: TreeLayout, level: int
-                        ) -> Tensor:
-    r"""Sums level ``level + 1``'s rows (dim 1) into their parents."""
-    size = layout.levels[level].node_ids.size(0)
-    if size == 1:   # one parent (a lone root): a plain sum, and it sidesteps
-        return child.sum(1, keepdim=True)   # an Inductor CPU scatter bug
-    shape = list(child.shape)
-    shape[1] = size
-    out = child.new_zeros(shape)
-    return out.index_add(1, layout.levels[level + 1].parent_local, child)
-
-
 def _parent_rows(values: Tensor, layout: TreeLayout, depth: int) -> Tensor:
     # Each node's parent's row (dim 1) from the level above. Below a lone
     # root it is a broadcast, whose backward is a sum rather than a scatter
@@ -140,7 +129,7 @@ def _leaf_means_levels(values: Levels, layout: TreeLayout) -> Levels:
         if level.leaf_kind == 'all':      # leaves: the mean is the row itself
             sums[depth] = means[depth] = values[depth]
             continue
-        total = _children_sum_level(sums[depth + 1], layout, depth)
+        total = children_sum(sums[depth + 1], layout, depth, dim=1)
         if level.leaf_kind == 'mixed':
             total = total + values[depth] * _node_vector(level.is_leaf, total)
         sums[depth] = total
@@ -247,7 +236,7 @@ def _free_energies(self_logit: Optional[Levels], log_sibling_mass: Levels,
             below = layout.levels[depth + 1]
             weighted = partition_levels[depth + 1] * below.parent_weight.to(
                 mass.dtype)[None, :]
-            inner = _children_sum_level(weighted, layout, depth)
+            inner = children_sum(weighted, layout, depth, dim=1)
         else:
             inner = torch.zeros_like(mass)
         if self_logit is not None and level.leaf_kind != 'none':

@@ -19,13 +19,17 @@ from ..layout import TreeLayout, tree_layout
 __all__ = ['tree_upward', 'tree_downward']
 
 
-def _children_sum(child_values: Tensor, layout: TreeLayout, level: int
-                  ) -> Tensor:
-    r"""Sum of level ``level + 1``'s values into their parents (level
-    ``level``), in level-local coordinates."""
-    num_parents = layout.level_ptr[level + 1] - layout.level_ptr[level]
-    out = child_values.new_zeros((num_parents, ) + child_values.shape[1:])
-    return out.index_add(0, layout.parent_local[level + 1], child_values)
+def children_sum(child: Tensor, layout: TreeLayout, level: int,
+                 dim: int = 0) -> Tensor:
+    r"""Sums level ``level + 1``'s rows (along :obj:`dim`) into their
+    parents, in level-local coordinates."""
+    size = layout.levels[level].node_ids.size(0)
+    if size == 1:   # one parent (a lone root): a plain sum, and it sidesteps
+        return child.sum(dim, keepdim=True)   # an Inductor CPU scatter bug
+    shape = list(child.shape)
+    shape[dim] = size
+    out = child.new_zeros(shape)
+    return out.index_add(dim, layout.levels[level + 1].parent_local, child)
 
 
 def subtree_sum_lo(values: Tensor, layout: TreeLayout) -> Tensor:
@@ -35,7 +39,7 @@ def subtree_sum_lo(values: Tensor, layout: TreeLayout) -> Tensor:
     for level in range(layout.num_levels - 1, -1, -1):
         own = values[layout.level_slice(level)]
         if level + 1 < layout.num_levels:
-            own = own + _children_sum(sums[level + 1], layout, level)
+            own = own + children_sum(sums[level + 1], layout, level)
         sums[level] = own
     return torch.cat(sums, dim=0)
 
