@@ -14,6 +14,10 @@ Examples:
   python benchmarks/attention.py --device cpu --out benchmarks/results/cpu.json
   python benchmarks/attention.py --device cuda --dtype bfloat16 --leaves 4096 65536 1048576
 
+--allocator keep applies hsa_graph.keep_freed_memory() to every method's
+process alike (see docs/performance.md: with glibc's defaults, every tensor
+above 32 MB is page-faulted afresh).
+
 Each CPU measurement runs in its own subprocess so that its peak resident
 memory (ru_maxrss) can be attributed to it; on CUDA, torch.cuda's peak memory
 counter is reset per measurement.
@@ -35,7 +39,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
-from hsa_graph import hsa_attention, hsa_attention_matrix, tree_layout  # noqa
+from hsa_graph import (hsa_attention, hsa_attention_matrix,  # noqa
+                       keep_freed_memory, tree_layout)
 from hsa_graph.datasets.fake import balanced_parent, ragged_parent  # noqa
 from hsa_graph.hierarchy import Hierarchy  # noqa
 
@@ -229,10 +234,18 @@ def main():
     parser.add_argument('--max-math-bytes', type=float, default=8e9)
     parser.add_argument('--max-dense', type=int, default=1024)
     parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument('--allocator', default='default',
+                        choices=['default', 'keep'],
+                        help="'keep': call hsa_graph.keep_freed_memory() "
+                             "first in every case's process (glibc keeps "
+                             "freed memory, so large tensors are not "
+                             "page-faulted afresh); applies to all methods")
     parser.add_argument('--out', default=None)
     parser.add_argument('--single', action='store_true',
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.allocator == 'keep':
+        keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -240,6 +253,7 @@ def main():
         (method, ) = args.methods
         result = measure(args, method, args.leaves[0], args.branching[0],
                          args.batch[0], args.shapes[0] == 'ragged')
+        result['allocator'] = args.allocator
         print('RESULT ' + json.dumps(result))
         return
 
@@ -271,7 +285,7 @@ def main():
     info = dict(device=args.device, torch=torch.__version__,
                 platform=platform.platform(), threads=torch.get_num_threads(),
                 heads=args.heads, channels=args.channels,
-                command=' '.join(sys.argv))
+                allocator=args.allocator, command=' '.join(sys.argv))
     if args.device.startswith('cuda'):
         info['gpu'] = torch.cuda.get_device_name()
     if args.out:
@@ -296,7 +310,7 @@ def run_case(args, method, leaves, branching, batch, shape):
                '--branching', str(branching), '--batch', str(batch),
                '--shapes', shape, '--methods', method, '--warmup',
                str(args.warmup), '--reps', str(args.reps), '--budget',
-               str(args.budget)]
+               str(args.budget), '--allocator', args.allocator]
     if not args.backward:
         command.append('--no-backward')
     if args.threads:

@@ -67,6 +67,11 @@ class LevelLayout:
         family_slot (Tensor, optional): row of each node in the concatenated
             bucket outputs, with one extra "no siblings" row at the end;
             ``None`` when the level is exactly one contiguous bucket.
+        uniform_fanout (bool): every node of this level has the same number
+            of children (at least one), so the next level is the parents'
+            families back to back and a parent-child pass is a reshape
+            (a sum over a view up, a broadcast down) instead of a scatter
+            or a gather.
     """
     size: int
     node_ids: Tensor
@@ -78,6 +83,7 @@ class LevelLayout:
     has_siblings: Tensor
     buckets: List[FamilyBucket]
     family_slot: Optional[Tensor]
+    uniform_fanout: bool = False
 
     @property
     def sibling_kind(self) -> str:
@@ -271,6 +277,20 @@ def _level_buckets(level_start: int, level_size: int, parents: Tensor,
     return buckets, slot
 
 
+def _uniform_fanout(child_count: Tensor,
+                    child_parent_local: Optional[Tensor]) -> bool:
+    # True when the next level is exactly [children of node 0, children of
+    # node 1, ...] with equal counts. (Level order sorts a level by its
+    # parents' ids, which need not follow the parents' own level order.)
+    if child_parent_local is None or int(child_count.min()) == 0:
+        return False
+    fanout = int(child_count[0])
+    if not bool((child_count == fanout).all()):
+        return False
+    expected = torch.arange(child_count.numel()).repeat_interleave(fanout)
+    return bool(torch.equal(child_parent_local, expected))
+
+
 def _build(parent: Tensor, num_nodes: int, exact_bucket_limit: int = 8
            ) -> TreeLayout:
     depth, _ = _depth_and_root(parent)
@@ -331,6 +351,10 @@ def _build(parent: Tensor, num_nodes: int, exact_bucket_limit: int = 8
             parent_weight=parent_weight_lo[lo:hi],
             has_siblings=has_siblings_lo[lo:hi], buckets=buckets,
             family_slot=slot))
+    for level in range(num_levels - 1):
+        lo, hi = level_ptr[level], level_ptr[level + 1]
+        levels[level].uniform_fanout = _uniform_fanout(
+            child_count_lo[lo:hi], parent_local[level + 1])
 
     return TreeLayout(
         num_nodes=num_nodes, order=order, rank=rank,

@@ -224,6 +224,26 @@ def test_degenerate_trees_are_finite(include_self):
                                        include_self=include_self)
 
 
+@pytest.mark.parametrize('include_self', [False, True])
+@pytest.mark.parametrize('parent', [
+    # uniform fan-out on every level (reshape passes throughout)
+    [-1, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6],
+    # uniform counts but families in the opposite order (gather passes)
+    [-1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 11, 1, 12, 12, 13],
+    # uniform root, chains below, then a family
+    [-1, 0, 0, 1, 2, 3, 3, 4, 4],
+])
+def test_reshape_and_gather_passes_agree_with_reference(parent, include_self):
+    h = Hierarchy.from_parent(parent)
+    q, k, v = (t.requires_grad_() for t in qkv(h.num_nodes, seed=3))
+    assert_matches_dense_reference(q.detach(), k.detach(), v.detach(),
+                                   h.edge_index, include_self=include_self)
+    assert torch.autograd.gradcheck(
+        lambda q, k, v: hsa_attention(q, k, v, h.edge_index,
+                                      include_self=include_self),
+        (q, k, v))
+
+
 def test_single_leaf_gets_zero_or_itself():
     h = Hierarchy.from_parent([-1, 0, 1])
     q, k, v = qkv(3)

@@ -105,3 +105,29 @@ def test_deep_chain_layout_is_fast_and_correct():
     h = Hierarchy.from_parent(parent)
     assert h.height == n - 1
     assert h.leaf_count[0] == 1
+
+
+def test_uniform_fanout_needs_equal_counts_in_level_order():
+    # Balanced: every internal level's families sit back to back.
+    h = Hierarchy.from_parent([-1, 0, 0, 1, 1, 2, 2])
+    assert [lv.uniform_fanout for lv in h.layout().levels] == [
+        True, True, False]
+    # Level 2 = one child each for nodes 2 and 1, but level order sorts
+    # them by parent id (1 first), opposite to level 1's own order here.
+    h = Hierarchy.from_parent([-1, 0, 0, 0, 2, 1, 4, 5])
+    layout = h.layout()
+    counts = [lv.uniform_fanout for lv in layout.levels]
+    assert counts[0] is True          # the root: 3 children
+    assert counts[1] is False         # 1, 1 and 0 children
+    # Unequal counts.
+    assert not Hierarchy.from_parent([-1, 0, 0, 1, 1, 1, 2, 2]).layout(
+        ).levels[1].uniform_fanout
+
+
+def test_uniform_fanout_rejects_reversed_family_order():
+    # Nodes 13 (parent 1) and 11 (parent 2) are level 2 in that order, and
+    # their only children 16 and 12 come sorted by parent id: 12 first.
+    parent = [-1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 11, 1, 12, 12, 13]
+    layout = Hierarchy.from_parent(parent).layout()
+    level2 = layout.levels[2]
+    assert level2.size == 2 and not level2.uniform_fanout

@@ -101,18 +101,6 @@ def _from_levels(pieces: Levels, layout: TreeLayout) -> Tensor:
     return out if layout.identity_order else out.index_select(0, layout.rank)
 
 
-def _parent_rows(values: Tensor, layout: TreeLayout, depth: int) -> Tensor:
-    # Each node's parent's row (dim 1) from the level above. Below a lone
-    # root it is a broadcast, whose backward is a sum rather than a scatter
-    # (Inductor's CPU scatter codegen fails on a one-row target).
-    level = layout.levels[depth]
-    if layout.levels[depth - 1].node_ids.size(0) == 1:
-        shape = list(values.shape)
-        shape[1] = level.node_ids.size(0)
-        return values.expand(shape)
-    return values.index_select(1, level.parent_local)
-
-
 def _node_vector(values: Tensor, like: Tensor) -> Tensor:
     r"""A per-node ``[n]`` vector shaped to broadcast against ``like``."""
     shape = [1] * like.dim()
@@ -314,6 +302,80 @@ def _accumulate(out: Optional[Tensor], weight: Tensor, value: Tensor,
     return torch.addcmul(out, weight, value)
 
 
+def _mixture_down(log_inner_mass: Levels, sibling_mass: Levels,
+                  log_partition: Levels, sibling_value: Levels,
+                  value_levels: Levels, layout: TreeLayout,
+                  include_self: bool) -> Levels:
+    r"""Step 4, top-down: ``u(A) = u(pa(A)) + log mu(A)`` and
+    ``out(A) = out(pa(A)) + exp(u(pa(A)) + log(1 - mu(A))) * vt(A)``
+    (plus ``exp(u(i)) * v_i`` for a leaf under :obj:`include_self`).
+    Returns per level ``[H, n, Cv]``."""
+    out_levels: Levels = []
+    reach, out = None, None                  # u and out of the level above
+    for depth, level in enumerate(layout.levels):
+        partition = log_partition[depth]                      # (H, n)
+        sib = level.has_siblings[None, :]
+        minus_inf = torch.full_like(partition, -math.inf)
+        finite = _inner_finite(level, include_self)[None, :]
+        log_stay = torch.where(          # log mu(A); 0 without siblings
+            sib, torch.where(finite, log_inner_mass[depth] - partition,
+                             minus_inf), torch.zeros_like(partition))
+        group = _as_is
+        if depth == 0:
+            reach_parent, out_parent = torch.zeros_like(partition), None
+            owned = False
+        elif layout.levels[depth - 1].uniform_fanout:
+            # Work on [H, parents, fan-out, *] views: a parent's row is a
+            # broadcast, so the largest level is written once, by the
+            # accumulation itself, with no gathered copy (and a sum, not a
+            # scatter, in backward).
+            group = _family_blocks(reach.size(1))
+            reach_parent = reach.unsqueeze(2)
+            out_parent = None if out is None else out.unsqueeze(2)
+            owned = False
+        else:
+            # A gathered parent row is a fresh tensor that nothing else
+            # reads, so it is accumulated in place.
+            reach_parent = reach.index_select(1, level.parent_local)
+            out_parent = None if out is None else out.index_select(
+                1, level.parent_local)
+            owned = True
+        reach = reach_parent + group(log_stay)
+        out = out_parent
+        if sibling_value[depth] is not None:
+            log_leave = torch.where(sib, sibling_mass[depth] - partition,
+                                    minus_inf)  # log(1 - mu(A))
+            weight = torch.exp(reach_parent + group(log_leave)).unsqueeze(-1)
+            out = _accumulate(out, weight, group(sibling_value[depth]), owned)
+            owned = True
+        if include_self and level.leaf_kind != 'none':
+            weight = torch.exp(reach)
+            if level.leaf_kind == 'mixed':
+                weight = weight * group(level.is_leaf[None, :].to(
+                    weight.dtype))
+            out = _accumulate(out, weight.unsqueeze(-1),
+                              group(value_levels[depth]), owned)
+        shape = value_levels[depth].shape
+        reach = reach.reshape(partition.shape)
+        if out is None:
+            out = value_levels[depth].new_zeros(shape)
+        else:   # only-child levels leave the parents' rows as they are
+            out = out.expand(group(value_levels[depth]).shape).reshape(shape)
+        out_levels.append(out)
+    return out_levels
+
+
+def _as_is(t: Tensor) -> Tensor:
+    return t
+
+
+def _family_blocks(num_parents: int):
+    r"""``[H, n, *]`` -> ``[H, parents, fan-out, *]`` views."""
+    def group(t: Tensor) -> Tensor:
+        return t.unflatten(1, (num_parents, -1))
+    return group
+
+
 def _self_logits(query: Levels, key: Levels, pos: Optional[Levels],
                  scale: float) -> Levels:
     r"""``q_i . k_i / sqrt(d) + eps_i . eps_i`` per level, ``[H, n]``."""
@@ -399,46 +461,10 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
     log_inner_mass, sibling_mass, log_partition = _free_energies(
         self_logit, log_sibling_mass, layout, include_self)
 
-    # 4. down: u(A) = u(pa(A)) + log mu(A) and
-    #    out(A) = out(pa(A)) + exp(u(pa(A)) + log(1 - mu(A))) * vt(A).
-    out_levels: Levels = []
-    reach, out = None, None                  # u and out of the level above
-    for depth, level in enumerate(layout.levels):
-        partition = log_partition[depth]                      # (H, n)
-        sib = level.has_siblings[None, :]
-        minus_inf = torch.full_like(partition, -math.inf)
-        finite = _inner_finite(level, include_self)[None, :]
-        log_stay = torch.where(          # log mu(A); 0 without siblings
-            sib, torch.where(finite, log_inner_mass[depth] - partition,
-                             minus_inf), torch.zeros_like(partition))
-        if depth == 0:
-            reach_parent = torch.zeros_like(partition)
-            out_parent = None
-        else:
-            reach_parent = _parent_rows(reach, layout, depth)
-            out_parent = None if out is None else _parent_rows(
-                out, layout, depth)
-        reach = reach_parent + log_stay
-        out = out_parent
-        # A gathered parent row is a fresh tensor that nothing else reads, so
-        # it is accumulated in place (saves a pass and an allocation on the
-        # largest level); below a lone root it is a broadcast view instead.
-        owned = depth > 0 and layout.levels[depth - 1].node_ids.size(0) != 1
-        if sibling_value[depth] is not None:
-            log_leave = torch.where(sib, sibling_mass[depth] - partition,
-                                    minus_inf)  # log(1 - mu(A))
-            weight = torch.exp(reach_parent + log_leave).unsqueeze(-1)
-            out = _accumulate(out, weight, sibling_value[depth], owned)
-            owned = True
-        if include_self and level.leaf_kind != 'none':
-            weight = torch.exp(reach)
-            if level.leaf_kind == 'mixed':
-                weight = weight * _node_vector(level.is_leaf, weight)
-            out = _accumulate(out, weight.unsqueeze(-1), value_levels[depth],
-                              owned)
-        if out is None:
-            out = value_levels[depth].new_zeros(value_levels[depth].shape)
-        out_levels.append(out)
+    # 4. down: the stick-breaking mixture, root to leaves.
+    out_levels = _mixture_down(log_inner_mass, sibling_mass, log_partition,
+                               sibling_value, value_levels, layout,
+                               include_self)
 
     # Leaves keep their output; internal rows get the mean over their leaves.
     out_levels = _leaf_means_levels(out_levels, layout)

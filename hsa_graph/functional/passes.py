@@ -26,6 +26,11 @@ def children_sum(child: Tensor, layout: TreeLayout, level: int,
     size = layout.levels[level].node_ids.size(0)
     if size == 1:   # one parent (a lone root): a plain sum, and it sidesteps
         return child.sum(dim, keepdim=True)   # an Inductor CPU scatter bug
+    if layout.levels[level].uniform_fanout:
+        # Families back to back: a sum over a view, whose backward is a
+        # broadcast (no scatter forward, no gathered copy backward).
+        dim = dim % child.dim()
+        return child.unflatten(dim, (size, -1)).sum(dim + 1)
     shape = list(child.shape)
     shape[dim] = size
     out = child.new_zeros(shape)
