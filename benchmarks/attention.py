@@ -171,15 +171,18 @@ def measure(args, method, leaves, branching, batch, ragged):
             del grads
         return out
 
-    times = []
+    times, faults = [], 0
     deadline = time.perf_counter() + args.budget
     for rep in range(args.warmup + args.reps):
         synchronize(device)
+        faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start = time.perf_counter()
         step()
         synchronize(device)
         if rep >= args.warmup:
             times.append(time.perf_counter() - start)
+            faults += (resource.getrusage(resource.RUSAGE_SELF).ru_minflt -
+                       faults_before)
             if time.perf_counter() > deadline and len(times) >= 2:
                 break
     if device.startswith('cuda'):
@@ -195,6 +198,8 @@ def measure(args, method, leaves, branching, batch, ragged):
                 backward=args.backward, median_s=median, reps=len(times),
                 peak_bytes=max(0, int(peak)), flops=flops,
                 tflops_per_s=flops / median / 1e12,
+                # page faults per timed step: each is a fresh 4 KiB page
+                minor_faults_per_step=faults / len(times),
                 layout_s=layout_seconds)
 
 

@@ -18,8 +18,8 @@ def table(results):
         if r.get('method') == 'sdpa' and 'median_s' in r:
             flat[(r['batch'], r['leaves'], r.get('dtype'))] = r
     lines = ['| method | tree | batch | leaves | b | dtype | median ms | x faster than SDPA '
-             '| peak MiB | peak / SDPA | achieved GFLOP/s |',
-             '|---|---|---|---|---|---|---|---|---|---|---|']
+             '| peak MiB | peak / SDPA | achieved GFLOP/s | page faults / step |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|']
     for r in sorted(results, key=lambda r: (r.get('dtype', ''), r['batch'],
                                             r['leaves'], r['method'],
                                             r.get('ragged', False),
@@ -27,7 +27,7 @@ def table(results):
         if 'median_s' not in r:
             lines.append(f"| {r['method']} | | {r['batch']} | {r['leaves']} | "
                          f"| {r.get('dtype')} | {r.get('error', 'failed')[:60]} "
-                         f"| | | | |")
+                         f"| | | | | |")
             continue
         base = flat.get((r['batch'], r['leaves'], r.get('dtype')))
         speed = f"{base['median_s'] / r['median_s']:.1f}" if base else 'n/a'
@@ -41,8 +41,14 @@ def table(results):
             f"{r.get('branching', '') if tree in ('balanced', 'ragged') else ''} | "
             f"{r.get('dtype')} | {r['median_s'] * 1e3:.1f} | {speed} | "
             f"{r['peak_bytes'] / 2**20:.0f} | {mem} | "
-            f"{r['flops'] / r['median_s'] / 1e9:.1f} |")
+            f"{r['flops'] / r['median_s'] / 1e9:.1f} | "
+            f"{_faults(r)} |")
     return '\n'.join(lines)
+
+
+def _faults(r):
+    faults = r.get('minor_faults_per_step')
+    return 'n/a' if faults is None else f'{faults:,.0f}'
 
 
 def plot(results, path, title):

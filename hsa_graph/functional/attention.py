@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..layout import FamilyBucket, TreeLayout, tree_layout
 from .passes import children_sum
+from .sibling_softmax import sibling_softmax
 
 __all__ = ['hsa_attention', 'hsa_log_partition']
 
@@ -169,20 +170,17 @@ def _family_softmax(mean_query: Levels, mean_key: Levels,
             num_families, size = bucket.member_index.shape
             q = _gather_members(mean_query[depth], bucket)  # (H*F, B, C)
             k = _gather_members(mean_key[depth], bucket)
-            logits = torch.bmm(q, k.transpose(1, 2)).view(
-                heads, num_families, size, size) * scale    # (H, F, B, B)
+            bias = bucket.sibling_mask.to(q.dtype).view(
+                1, num_families, size, size)
             if pos is not None:
                 p = _gather_members(pos[depth], bucket)     # (H|1*F, B, P)
-                logits = logits + torch.bmm(p, p.transpose(1, 2)).view(
+                bias = bias + torch.bmm(p, p.transpose(1, 2)).view(
                     -1, num_families, size, size)
-            logits = logits + bucket.sibling_mask.to(logits.dtype).view(
-                1, num_families, size, size)
-            mass = torch.logsumexp(logits, dim=-1)          # (H, F, B)
+            v = None if values is None else _gather_members(
+                mean_value[depth], bucket)
+            mass, mixed = sibling_softmax(q, k, v, bias, scale, heads)
             level_masses.append(mass.reshape(heads, -1))
             if values is not None:
-                weights = torch.exp(logits - mass.unsqueeze(-1))
-                v = _gather_members(mean_value[depth], bucket)
-                mixed = torch.bmm(weights.view(-1, size, size), v)
                 level_values.append(mixed.view(heads, -1, v.size(-1)))
         if level.family_slot is None:    # one contiguous bucket = the level
             masses.append(level_masses[0])
