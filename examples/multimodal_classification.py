@@ -16,13 +16,17 @@ leaves are pooled into its subtree root, the roots averaged, and a linear head
 predicts the class. Compared, at the same width and depth:
 
 * ``hsa-all``: the multi-modal hierarchy;
+* ``hsa-all-moddrop``: the same model trained with modality dropout: each
+  epoch, each training item is, with probability ``--modality-dropout``,
+  replaced by the item composed without one uniformly chosen modality;
 * ``hsa-shape`` / ``hsa-icon`` / ``hsa-name``: one modality;
 * ``late-fusion``: one encoder per modality, pooled and concatenated (no
   cross-modal attention).
 
-Then, with no retraining, ``hsa-all`` and ``late-fusion`` are tested with one
-child dropped from every test hierarchy (late fusion gets zeros in the
-missing slot). Writes ``<out>/results.json`` and ``<out>/curves.png``.
+Then, with no retraining, ``hsa-all``, ``hsa-all-moddrop`` and
+``late-fusion`` are tested with one child dropped from every test hierarchy
+(late fusion gets zeros in the missing slot). Writes ``<out>/results.json``
+and ``<out>/curves.png``.
 
     python examples/multimodal_classification.py --quick     # < 5 minutes
     python examples/multimodal_classification.py --epochs 40
@@ -30,6 +34,7 @@ missing slot). Writes ``<out>/results.json`` and ``<out>/curves.png``.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -56,7 +61,8 @@ from hsa_graph.datasets import SweetHome3DFurniture  # noqa: E402
 from hsa_graph.nn import HSAEncoder, pool_to_depth  # noqa: E402
 
 MODALITIES = ('shape', 'icon', 'name')
-MODELS = ('hsa-all', 'hsa-shape', 'hsa-icon', 'hsa-name', 'late-fusion')
+MODELS = ('hsa-all', 'hsa-shape', 'hsa-icon', 'hsa-name', 'late-fusion',
+          'hsa-all-moddrop')
 PATCH = 16          # icon patch side: 128 / 16 = 8 x 8 patches
 PATCH_DIM = 3 * PATCH * PATCH
 
@@ -254,6 +260,27 @@ def build_set(items: List[dict], keys: Sequence[str], leaf_size: int,
     return out
 
 
+def without_each() -> List[tuple]:
+    r"""The key tuples with one modality dropped, in :data:`MODALITIES`
+    order (entry ``m`` lacks ``MODALITIES[m]``)."""
+    return [tuple(k for k in MODALITIES if k != m) for m in MODALITIES]
+
+
+def modality_dropout(complete: List[Hierarchy],
+                     partial: List[List[Hierarchy]], p: float, seed: int,
+                     epoch: int) -> List[Hierarchy]:
+    r"""One epoch's training set under modality dropout: item ``i`` is
+    ``complete[i]`` or, with probability :obj:`p`, ``partial[m][i]`` (the item
+    composed without modality ``m``) for a uniformly chosen ``m``. The draws
+    depend only on :obj:`seed` and :obj:`epoch`."""
+    generator = torch.Generator().manual_seed(1_000_003 * seed + epoch)
+    drop = torch.rand(len(complete), generator=generator) < p
+    dropped = torch.randint(len(partial), (len(complete), ),
+                            generator=generator)
+    return [partial[m][i] if d else item for i, (item, d, m) in
+            enumerate(zip(complete, drop.tolist(), dropped.tolist()))]
+
+
 def augment(batch, generator: torch.Generator):
     is_parent = torch.zeros(batch.num_nodes, dtype=torch.bool,
                             device=batch.x.device)
@@ -292,8 +319,8 @@ def evaluate(model, loader, device, num_classes):
 
 
 def keys_of(name: str) -> tuple:
-    return MODALITIES if name in ('hsa-all', 'late-fusion') else \
-        (name.split('-', 1)[1], )
+    return MODALITIES if name.startswith('hsa-all') or \
+        name == 'late-fusion' else (name.split('-', 1)[1], )
 
 
 def run_one(name, seed, args, data, sets, device) -> dict:
@@ -302,9 +329,10 @@ def run_one(name, seed, args, data, sets, device) -> dict:
     keys = keys_of(name)
     num_classes = len(SweetHome3DFurniture.classes)
     augment_generator = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(sets[('train', keys)],
-                              batch_size=args.batch_size, shuffle=True,
-                              generator=torch.Generator().manual_seed(seed))
+    shuffle_generator = torch.Generator().manual_seed(seed)
+    train_set = sets[('train', keys)]
+    partial = ([sets[('train', kept)] for kept in without_each()]
+               if name.endswith('-moddrop') else None)
     test_loader = DataLoader(sets[('test', keys)], batch_size=args.batch_size)
     cls = LateFusion if name == 'late-fusion' else HSAMultimodal
     model = cls(args.channels, args.layers, args.heads, num_classes,
@@ -312,12 +340,17 @@ def run_one(name, seed, args, data, sets, device) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr,
                                   weight_decay=0.05)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.lr, total_steps=args.epochs * len(train_loader),
+        optimizer, max_lr=args.lr,
+        total_steps=args.epochs * math.ceil(len(train_set) / args.batch_size),
         pct_start=0.1)
     history = {'train_loss': [], 'test_acc': [], 'test_f1': [], 'epoch_s': [],
                'peak_mb': []}
     bar = tqdm(range(args.epochs), desc=f'{name} seed {seed}', leave=False)
-    for _ in bar:
+    for epoch in bar:
+        epoch_set = train_set if partial is None else modality_dropout(
+            train_set, partial, args.modality_dropout, seed, epoch)
+        train_loader = DataLoader(epoch_set, batch_size=args.batch_size,
+                                  shuffle=True, generator=shuffle_generator)
         model.train()
         total, count = 0.0, 0
         with Timer(device) as timer, PeakMemory(device) as memory:
@@ -344,8 +377,7 @@ def run_one(name, seed, args, data, sets, device) -> dict:
            'epoch_s': sorted(timed)[len(timed) // 2],
            'peak_mb': max(history['peak_mb']), 'history': history}
     if len(keys) == len(MODALITIES):   # drop one child at test time
-        for dropped in MODALITIES:
-            kept = tuple(k for k in MODALITIES if k != dropped)
+        for dropped, kept in zip(MODALITIES, without_each()):
             loader = DataLoader(sets[('test', kept)],
                                 batch_size=args.batch_size)
             acc, f1 = evaluate(model, loader, device, num_classes)
@@ -360,6 +392,9 @@ def main(argv=None) -> dict:
     add_run_arguments(parser, quick_help='128 points, 3 epochs, 3 seeds (< 5 minutes)', epochs=40,
                       models=MODELS, channels=64, batch_size=16,
                       lr=0.002, out='runs/multimodal_classification', knn=False)
+    parser.add_argument('--modality-dropout', type=float, default=0.3,
+                        help='hsa-all-moddrop: probability that a training '
+                        'item loses one random modality in an epoch')
     args = parser.parse_args(argv)
     if args.quick:
         args.num_points, args.epochs = 128, 3
@@ -368,13 +403,14 @@ def main(argv=None) -> dict:
     start = time.time()
     data = load_items(args.num_points)
     wanted = {keys_of(name) for name in models}
-    test_keys = set(wanted)
+    test_keys, train_keys = set(wanted), set(wanted)
     if MODALITIES in wanted:  # the missing-modality tests
-        test_keys |= {tuple(k for k in MODALITIES if k != m)
-                      for m in MODALITIES}
+        test_keys |= set(without_each())
+    if any(name.endswith('-moddrop') for name in models):
+        train_keys |= set(without_each())
     sets = {('train', keys): build_set(data[0], keys, args.leaf_size,
                                        f"train {'+'.join(keys)}")
-            for keys in wanted}
+            for keys in train_keys}
     sets.update({('test', keys): build_set(data[1], keys, args.leaf_size,
                                            f"test {'+'.join(keys)}")
                  for keys in test_keys})
@@ -394,7 +430,7 @@ def main(argv=None) -> dict:
             extra = ' '.join(f"-{m}: {run[f'acc_without_{m}']:.3f}"
                              for m in MODALITIES
                              if f'acc_without_{m}' in run)
-            print(f"{name:12s} seed {seed}: acc {run['test_acc']:.3f} "
+            print(f"{name:15s} seed {seed}: acc {run['test_acc']:.3f} "
                   f"f1 {run['test_f1']:.3f} {run['epoch_s']:.2f} s/epoch "
                   f"peak {run['peak_mb']:.0f} MB "
                   f"({run['parameters']:,} parameters) {extra}", flush=True)
@@ -408,16 +444,16 @@ def main(argv=None) -> dict:
                     [r[f'acc_without_{m}'] for r in mine])
                 row[f'f1_without_{m}'] = mean_ci(
                     [r[f'f1_without_{m}'] for r in mine])
-    print(f'\n{"model":12s} {"params":>8s} {"accuracy":>15s} '
+    print(f'\n{"model":15s} {"params":>8s} {"accuracy":>15s} '
           f'{"macro-F1":>15s} {"s/epoch":>8s} {"peak MB":>8s}')
     for name, row in summary.items():
-        print(f"{name:12s} {row['parameters']:8,d} {fmt(row['test_acc'])} "
+        print(f"{name:15s} {row['parameters']:8,d} {fmt(row['test_acc'])} "
               f"{fmt(row['test_f1'])} {row['epoch_s']['mean']:8.2f} "
               f"{row['peak_mb']['mean']:8.0f}")
     for name, row in summary.items():
         for m in MODALITIES:
             if f'acc_without_{m}' in row:
-                print(f"{name:12s} without {m:5s}: acc "
+                print(f"{name:15s} without {m:5s}: acc "
                       f"{fmt(row[f'acc_without_{m}'])} f1 "
                       f"{fmt(row[f'f1_without_{m}'])}")
     payload = {'args': vars(args), 'device': str(device),

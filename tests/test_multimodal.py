@@ -130,3 +130,35 @@ def test_vocabulary():
     assert vocab.words[0] == '<unk>'
     assert vocab.encode('bar unknown').tolist() == [vocab.ids['bar'], 0]
     assert vocab.encode('').tolist() == [0]   # an empty name keeps one leaf
+
+
+def test_modality_dropout_choice():
+    items = [{'pos': torch.rand(NUM_POINTS, 3,
+                                generator=torch.Generator().manual_seed(i)),
+              'icon': torch.zeros(3, 128, 128, dtype=torch.uint8),
+              'token_id': torch.tensor([i % 3 + 1]), 'y': torch.tensor([i])}
+             for i in range(8)]
+    complete = mm.build_set(items, mm.MODALITIES, 8, 'complete')
+    partial = [mm.build_set(items, kept, 8, 'partial')
+               for kept in mm.without_each()]
+
+    def choose(p, seed=0, epoch=0):
+        return mm.modality_dropout(complete, partial, p, seed, epoch)
+
+    assert all(a is b for a, b in zip(choose(0.0), complete))
+    dropped = choose(1.0)
+    assert not any(a is b for a, b in zip(dropped, complete))
+    for i, h in enumerate(dropped):
+        # One of the item's own two-modality hierarchies: same label, two
+        # keyed children.
+        assert any(h is versions[i] for versions in partial)
+        assert int(h.y) == int(complete[i].y) == i
+        h.validate()
+        assert len(set(h.node_type[h.layout().is_leaf].tolist())) == 2
+    # Deterministic for a fixed seed and epoch; seed and epoch both matter.
+    def ids(*args):
+        return [id(h) for h in choose(*args)]
+
+    assert ids(0.5, 3, 7) == ids(0.5, 3, 7)
+    assert ids(0.5, 3, 7) != ids(0.5, 3, 8)
+    assert ids(0.5, 3, 7) != ids(0.5, 4, 7)
