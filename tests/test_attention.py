@@ -234,14 +234,20 @@ def test_degenerate_trees_are_finite(include_self):
     [-1, 0, 0, 1, 2, 3, 3, 4, 4],
 ])
 def test_reshape_and_gather_passes_agree_with_reference(parent, include_self):
+    # The first tree also takes the fused leaf level (the sibling softmax
+    # sums the parents' totals); positions make its bias per family.
     h = Hierarchy.from_parent(parent)
     q, k, v = (t.requires_grad_() for t in qkv(h.num_nodes, seed=3))
+    pos = torch.randn(h.num_nodes, 2, dtype=torch.float64, requires_grad=True)
     assert_matches_dense_reference(q.detach(), k.detach(), v.detach(),
                                    h.edge_index, include_self=include_self)
+    assert_matches_dense_reference(q.detach(), k.detach(), v.detach(),
+                                   h.edge_index, pos=pos.detach(),
+                                   include_self=include_self)
     assert torch.autograd.gradcheck(
-        lambda q, k, v: hsa_attention(q, k, v, h.edge_index,
-                                      include_self=include_self),
-        (q, k, v))
+        lambda q, k, v, pos: hsa_attention(q, k, v, h.edge_index, pos=pos,
+                                           include_self=include_self),
+        (q, k, v, pos))
 
 
 def test_single_leaf_gets_zero_or_itself():

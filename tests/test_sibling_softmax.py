@@ -35,7 +35,7 @@ def inputs(heads=3, families=4, size=5, channels=6, bias_heads=1, seed=0):
 def test_matches_plain_autograd(bias_heads, with_value):
     q, k, v, bias = inputs(bias_heads=bias_heads)
     v = v if with_value else None
-    got = sibling_softmax(q, k, v, bias, 0.4, 3)
+    got = sibling_softmax(q, k, v, bias, 0.4, 3)[:2]
     want = reference(q, k, v, bias, 0.4, 3)
     torch.testing.assert_close(got[0], want[0])
     loss_got = got[0].sin().sum()
@@ -56,7 +56,7 @@ def test_gradcheck_and_double_backward():
     bias = torch.randn(1, 2, 3, 3, dtype=torch.float64, requires_grad=True)
 
     def fn(q, k, v, bias):
-        mass, mixed = sibling_softmax(q, k, v, bias, 0.7, 2)
+        mass, mixed = sibling_softmax(q, k, v, bias, 0.7, 2)[:2]
         return mass.sum() + (mixed ** 2).sum()
 
     assert torch.autograd.gradcheck(fn, (q, k, v, bias))
@@ -84,3 +84,31 @@ def test_backward_saves_no_family_by_family_tensor():
         sibling_softmax(q, k, v, bias.detach(), 0.5, heads)
     assert torch.Size([heads, families, size, size]) not in saved
     assert torch.Size([heads * families, size, size]) not in saved
+
+
+def test_family_sums_and_their_gradient():
+    q, k, v, bias = inputs()
+    bias = bias.detach()
+    _, _, q_sum, k_sum, v_sum = sibling_softmax(q, k, v, bias, 0.4, 3,
+                                                family_sums=True)
+    for total, rows in ((q_sum, q), (k_sum, k), (v_sum, v)):
+        torch.testing.assert_close(total, rows.sum(1))
+
+    def fused(q, k, v, sums_only=False):
+        mass, mixed, qs, ks, vs = sibling_softmax(q, k, v, bias, 0.4, 3,
+                                                  family_sums=True)
+        extra = (qs * ks).sum() + vs.square().sum()
+        return extra if sums_only else mass.sum() + mixed.sum() + extra
+
+    def plain(q, k, v, sums_only=False):
+        mass, mixed = reference(q, k, v, bias, 0.4, 3)
+        extra = (q.sum(1) * k.sum(1)).sum() + v.sum(1).square().sum()
+        return extra if sums_only else mass.sum() + mixed.sum() + extra
+
+    for sums_only in (False, True):
+        for a, b in zip(torch.autograd.grad(fused(q, k, v, sums_only),
+                                            (q, k, v)),
+                        torch.autograd.grad(plain(q, k, v, sums_only),
+                                            (q, k, v))):
+            torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(fused, (q, k, v))

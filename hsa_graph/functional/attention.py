@@ -109,8 +109,11 @@ def _node_vector(values: Tensor, like: Tensor) -> Tensor:
     return values.to(like.dtype).view(shape)
 
 
-def _leaf_means_levels(values: Levels, layout: TreeLayout) -> Levels:
-    r"""Step 1: mean of the leaf rows of :obj:`values` below every node."""
+def _leaf_means_levels(values: Levels, layout: TreeLayout,
+                       bottom_totals: Optional[Tensor] = None) -> Levels:
+    r"""Step 1: mean of the leaf rows of :obj:`values` below every node.
+    :obj:`bottom_totals`, when given, are the children totals of the
+    next-to-last level, already summed by the fused leaf-level softmax."""
     sums: Levels = [None] * layout.num_levels
     means: Levels = [None] * layout.num_levels
     for depth in range(layout.num_levels - 1, -1, -1):
@@ -118,7 +121,10 @@ def _leaf_means_levels(values: Levels, layout: TreeLayout) -> Levels:
         if level.leaf_kind == 'all':      # leaves: the mean is the row itself
             sums[depth] = means[depth] = values[depth]
             continue
-        total = children_sum(sums[depth + 1], layout, depth, dim=1)
+        if bottom_totals is not None and depth == layout.num_levels - 2:
+            total = bottom_totals
+        else:
+            total = children_sum(sums[depth + 1], layout, depth, dim=1)
         if level.leaf_kind == 'mixed':
             total = total + values[depth] * _node_vector(level.is_leaf, total)
         sums[depth] = total
@@ -146,9 +152,47 @@ def _gather_members(rows: Tensor, bucket: FamilyBucket) -> Tensor:
     return block.reshape(-1, size, rows.size(-1))
 
 
+def _bucket_softmax(query: Tensor, key: Tensor, value: Optional[Tensor],
+                    pos: Optional[Tensor], bucket: FamilyBucket, scale: float,
+                    family_sums: bool = False) -> Tuple:
+    r"""The sibling softmax of one bucket's families, from ``[H, n, *]``
+    level rows: ``[H, F * B]`` masses, ``[H, F * B, Cv]`` mixtures, and with
+    :obj:`family_sums` the ``[H, F, C]`` member sums of q, k and v."""
+    heads = query.size(0)
+    num_families, size = bucket.member_index.shape
+    q = _gather_members(query, bucket)                  # (H*F, B, C)
+    k = _gather_members(key, bucket)
+    bias = bucket.sibling_mask.to(q.dtype).view(1, num_families, size, size)
+    if pos is not None:
+        p = _gather_members(pos, bucket)                # (H|1*F, B, P)
+        bias = bias + torch.bmm(p, p.transpose(1, 2)).view(
+            -1, num_families, size, size)
+    v = None if value is None else _gather_members(value, bucket)
+    mass, mixed, *sums = sibling_softmax(q, k, v, bias, scale, heads,
+                                         family_sums)
+    mass = mass.reshape(heads, -1)
+    if mixed is not None:
+        mixed = mixed.view(heads, -1, v.size(-1))
+    sums = [None if t is None else t.view(heads, num_families, -1)
+            for t in sums]
+    return (mass, mixed, *sums)
+
+
+def _fusable_bottom(layout: TreeLayout) -> bool:
+    r"""Whether the deepest level is all leaves in one contiguous bucket
+    whose families are exactly the children of the level above, in order:
+    then the sibling softmax also sums the parents' totals (step 1)."""
+    if layout.num_levels < 2:
+        return False
+    level, above = layout.levels[-1], layout.levels[-2]
+    return (level.leaf_kind == 'all' and len(level.buckets) == 1 and
+            level.family_slot is None and above.uniform_fanout)
+
+
 def _family_softmax(mean_query: Levels, mean_key: Levels,
                     mean_value: Optional[Levels], pos: Optional[Levels],
-                    layout: TreeLayout, scale: float
+                    layout: TreeLayout, scale: float,
+                    bottom: Optional[Tuple[Tensor, Tensor]] = None
                     ) -> Tuple[Levels, Optional[Levels]]:
     r"""Step 2: for every node A with siblings,
     ``log_sibling_mass(A) = logsumexp_C s(A->C) + log n(C)`` and the
@@ -159,6 +203,10 @@ def _family_softmax(mean_query: Levels, mean_key: Levels,
     masses: Levels = []
     values: Optional[Levels] = [] if mean_value is not None else None
     for depth, level in enumerate(layout.levels):
+        if bottom is not None and depth == layout.num_levels - 1:
+            masses.append(bottom[0])       # computed by the fused leaf pass
+            values.append(bottom[1])
+            continue
         if not level.buckets:
             masses.append(mean_query[depth].new_full(
                 (heads, level.node_ids.size(0)), -math.inf))
@@ -167,21 +215,13 @@ def _family_softmax(mean_query: Levels, mean_key: Levels,
             continue
         level_masses, level_values = [], []
         for bucket in level.buckets:
-            num_families, size = bucket.member_index.shape
-            q = _gather_members(mean_query[depth], bucket)  # (H*F, B, C)
-            k = _gather_members(mean_key[depth], bucket)
-            bias = bucket.sibling_mask.to(q.dtype).view(
-                1, num_families, size, size)
-            if pos is not None:
-                p = _gather_members(pos[depth], bucket)     # (H|1*F, B, P)
-                bias = bias + torch.bmm(p, p.transpose(1, 2)).view(
-                    -1, num_families, size, size)
-            v = None if values is None else _gather_members(
-                mean_value[depth], bucket)
-            mass, mixed = sibling_softmax(q, k, v, bias, scale, heads)
-            level_masses.append(mass.reshape(heads, -1))
+            mass, mixed = _bucket_softmax(
+                mean_query[depth], mean_key[depth],
+                None if values is None else mean_value[depth],
+                None if pos is None else pos[depth], bucket, scale)[:2]
+            level_masses.append(mass)
             if values is not None:
-                level_values.append(mixed.view(heads, -1, v.size(-1)))
+                level_values.append(mixed)
         if level.family_slot is None:    # one contiguous bucket = the level
             masses.append(level_masses[0])
             if values is not None:
@@ -444,14 +484,25 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
     value_levels = _to_levels(value, layout, dtype)   # per level (n, H, Cv)
     pos_levels = _level_positions(pos, layout, dtype)
 
+    # The deepest level first when its families are the children of the
+    # level above: its softmax node then also sums the parents' totals, so
+    # the largest level's gradient is written once, not once per pass.
+    bottom, totals = None, (None, None, None)
+    if _fusable_bottom(layout):
+        mass, mixed, *totals = _bucket_softmax(
+            query_levels[-1], key_levels[-1], value_levels[-1],
+            None if pos_levels is None else pos_levels[-1],
+            layout.levels[-1].buckets[0], scale, family_sums=True)
+        bottom = (mass, mixed)
+
     # 1. up: mean query, key and value of the leaves below every node.
-    mean_query = _leaf_means_levels(query_levels, layout)
-    mean_key = _leaf_means_levels(key_levels, layout)
-    mean_value = _leaf_means_levels(value_levels, layout)
+    mean_query = _leaf_means_levels(query_levels, layout, totals[0])
+    mean_key = _leaf_means_levels(key_levels, layout, totals[1])
+    mean_value = _leaf_means_levels(value_levels, layout, totals[2])
 
     # 2. families: sibling softmax (-eta) and the sibling mixture (vt).
     log_sibling_mass, sibling_value = _family_softmax(
-        mean_query, mean_key, mean_value, pos_levels, layout, scale)
+        mean_query, mean_key, mean_value, pos_levels, layout, scale, bottom)
 
     # 3. up: free energies -phi and logZ, level by level.
     self_logit = _self_logits(query_levels, key_levels, pos_levels, scale) \
