@@ -132,13 +132,20 @@ class HSAEncoderLayer(nn.Module):
         ``[N, H, C / H]``."""
         if self.num_node_types == 1:
             qkv = self.qkv[0](x)
-        else:
-            # Each row keeps its own type's projection; no data-dependent
-            # indexing, so the graph compiles without breaks.
+        elif torch.compiler.is_compiling():
+            # Each row keeps its own type's projection with no data-dependent
+            # shapes, so the graph compiles without breaks (at the price of
+            # projecting every row with every type).
             qkv = x.new_zeros(x.size(0), 3 * self.channels)
             for type_id, lin in enumerate(self.qkv):
                 mine = (node_type == type_id).unsqueeze(-1)
                 qkv = qkv + torch.where(mine, lin(x), 0.0)
+        else:
+            # Eager: each type's rows only (T times less work for T types).
+            qkv = x.new_empty(x.size(0), 3 * self.channels)
+            for type_id, lin in enumerate(self.qkv):
+                rows = (node_type == type_id).nonzero().flatten()
+                qkv = qkv.index_copy(0, rows, lin(x.index_select(0, rows)))
         shape = (x.size(0), self.heads, self.head_channels)
         query, key, value = qkv.split(self.channels, dim=-1)
         query = self.query_norm(query.reshape(shape))              # (N, H, d)
