@@ -38,13 +38,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
-from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from shape_utils import (PeakMemory, RunBudget, Timer, add_run_arguments,  # noqa
-                         count_parameters, fmt, macro_f1, mean_iou,
-                         plot_curves, seed_everything, setup_run, summarize,
-                         write_json)
+from shape_utils import (add_run_arguments, cell_family_type,  # noqa: E402
+                         data_dir, flat_tree, headline, macro_f1,
+                         make_optimizer, mean_iou, optimizer_step, plot_curves,
+                         print_summary, run_line, run_record, run_seeds,
+                         save_results, seed_everything, setup_run, summarize,
+                         train_epochs)
 from point_cloud_classification import TransformerConvLayer  # noqa: E402
 
 from hsa_graph import Hierarchy, from_point_cloud, tree_layout  # noqa: E402
@@ -61,12 +62,6 @@ def features(pos: Tensor, half_extent: float) -> Tensor:
                         pos[:, 2] / HEIGHT_SCALE], dim=1)
 
 
-def family_type(edge_index: Tensor, num_nodes: int) -> Tensor:
-    out = torch.full((num_nodes, ), -1, dtype=torch.long)
-    out[edge_index[0]] = 0
-    return out
-
-
 def tile_input(tile: Data, pos: Tensor, kind: str, leaf_size: int,
                half_extent: float, knn: Tensor) -> Data:
     r"""Leaves first (leaf i = point i), so per-point targets line up."""
@@ -77,16 +72,12 @@ def tile_input(tile: Data, pos: Tensor, kind: str, leaf_size: int,
         out = Hierarchy(x=h.x, edge_index=h.edge_index, pos=h.pos,
                         num_nodes=h.num_nodes)
     elif kind == 'hsa-flat':
-        parent = torch.full((n + 1, ), n, dtype=torch.long)
-        parent[n] = -1
-        xx = torch.cat([x, x.new_zeros(1, 3)])
-        out = Hierarchy.from_parent(parent, x=xx, pos=xx.clone(),
-                                    validate=False)
+        out = flat_tree(x)
     else:
         return Data(x=x, edge_index=knn, y=tile.y, train_mask=tile.train_mask,
                     test_mask=tile.test_mask, num_nodes=n)
     extra = out.num_nodes - n
-    out.family_type = family_type(out.edge_index, out.num_nodes)
+    out.family_type = cell_family_type(out.edge_index, out.num_nodes)
     out.y = torch.cat([tile.y, tile.y.new_full((extra, ), -1)])
     pad = torch.zeros(extra, dtype=torch.bool)
     out.train_mask = torch.cat([tile.train_mask, pad])
@@ -135,9 +126,9 @@ class KNNSegmenter(nn.Module):
 
 
 def scores(pred: Tensor, target: Tensor, num_classes: int) -> dict:
-    return {'acc': float((pred == target).float().mean()),
-            'miou': mean_iou(pred, target, num_classes),
-            'f1': macro_f1(pred, target, num_classes)}
+    return {'test_acc': float((pred == target).float().mean()),
+            'test_miou': mean_iou(pred, target, num_classes),
+            'test_f1': macro_f1(pred, target, num_classes)}
 
 
 def run_one(name, seed, args, tiles: List[Data], knns, half_extent, device):
@@ -147,53 +138,33 @@ def run_one(name, seed, args, tiles: List[Data], knns, half_extent, device):
     cls = KNNSegmenter if name == 'knn-transformer' else HSASegmenter
     model = cls(args.channels, args.layers, args.heads, num_classes,
                 args.dropout).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr,
-                                  weight_decay=0.05)
     steps_per_epoch = math.ceil(len(tiles) / args.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch,
-        pct_start=0.1)
+    optimizer, scheduler = make_optimizer(model, args, steps_per_epoch)
     test_batch = Batch.from_data_list([
         tile_input(t, t.pos, name, args.leaf_size, half_extent, k)
         for t, k in zip(tiles, knns)]).to(device)
-    history = {'train_loss': [], 'test_acc': [], 'test_miou': [],
-               'epoch_s': [], 'peak_mb': []}
-    bar = tqdm(range(args.epochs), desc=f'{name} seed {seed}', leave=False)
-    for _ in bar:
-        model.train()
+
+    def train_epoch(epoch):
+        # Tiles are re-built every batch: the hierarchy follows the rotation.
         order = torch.randperm(len(tiles), generator=generator).tolist()
         total = 0.0
-        with Timer(device) as timer, PeakMemory(device) as memory:
-            for start in range(0, len(tiles), args.batch_size):
-                chosen = order[start:start + args.batch_size]
-                batch = Batch.from_data_list([
-                    tile_input(tiles[i], rotate_jitter(tiles[i].pos,
-                                                       generator),
-                               name, args.leaf_size, half_extent, knns[i])
-                    for i in chosen]).to(device)
-                logits = model(batch)
-                loss = F.cross_entropy(logits[batch.train_mask],
-                                       batch.y[batch.train_mask])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                total += float(loss.detach())
-        result = evaluate(model, test_batch, num_classes)
-        for key, value in (('train_loss', total / steps_per_epoch),
-                           ('test_acc', result['acc']),
-                           ('test_miou', result['miou']),
-                           ('epoch_s', timer.seconds),
-                           ('peak_mb', memory.peak_mb)):
-            history[key].append(value)
-        bar.set_postfix(loss=f'{total / steps_per_epoch:.3f}',
-                        miou=f"{result['miou']:.3f}")
-    timed = history['epoch_s'][1:] or history['epoch_s']
-    return model, test_batch, {
-        'model': name, 'seed': seed, 'parameters': count_parameters(model),
-        'test_acc': result['acc'], 'test_miou': result['miou'],
-        'test_f1': result['f1'], 'epoch_s': sorted(timed)[len(timed) // 2],
-        'peak_mb': max(history['peak_mb']), 'history': history}
+        for start in range(0, len(tiles), args.batch_size):
+            batch = Batch.from_data_list([
+                tile_input(tiles[i], rotate_jitter(tiles[i].pos, generator),
+                           name, args.leaf_size, half_extent, knns[i])
+                for i in order[start:start + args.batch_size]]).to(device)
+            logits = model(batch)
+            loss = F.cross_entropy(logits[batch.train_mask],
+                                   batch.y[batch.train_mask])
+            optimizer_step(loss, optimizer, scheduler)
+            total += float(loss.detach())
+        return total / steps_per_epoch
+
+    history, final = train_epochs(
+        model, name, seed, args, device, train_epoch,
+        lambda: evaluate(model, test_batch, num_classes),
+        recorded=('test_acc', 'test_miou'), shown='test_miou')
+    return model, test_batch, run_record(name, seed, model, history, final)
 
 
 def evaluate(model, batch, num_classes) -> dict:
@@ -253,51 +224,35 @@ def main(argv=None) -> dict:
     device, models = setup_run(parser, args, MODELS)
 
     start = time.time()
-    dataset = CGALSegmentation(os.path.join(os.environ.get('HSA_DATA', 'data'),
-                                            'cgal_segmentation'))
+    dataset = CGALSegmentation(data_dir('cgal_segmentation'))
     tiles = [dataset[i] for i in range(len(dataset))]
     half_extent = float(max(t.pos[:, :2].abs().max() for t in tiles))
     knns = [knn_graph(t.pos, args.k) for t in tiles]  # rotation-invariant
-    runs, best = [], None
-    budget = RunBudget(args.max_minutes)
-    for seed in range(args.first_seed, args.first_seed + args.seeds):
-        if not budget.allows_all(models):
-            print(f'time budget reached: stopping before seed {seed}')
-            break
-        for name in models:
-            run_start = time.time()
-            model, batch, run = run_one(name, seed, args, tiles, knns,
-                                        half_extent, device)
-            budget.record(name, time.time() - run_start)
-            runs.append(run)
-            write_json(os.path.join(args.out, 'runs_partial.json'),
-                       {'args': vars(args), 'runs': runs})
-            print(f"{name:16s} seed {seed}: acc {run['test_acc']:.3f} "
-                  f"mIoU {run['test_miou']:.3f} f1 {run['test_f1']:.3f} "
-                  f"{run['epoch_s']:.2f} s/epoch peak {run['peak_mb']:.0f} MB "
-                  f"({run['parameters']:,} parameters)", flush=True)
-            if name == 'hsa-octree' and seed == 0:
-                best = (model, batch)
+    best = None
+
+    def one(name, seed):
+        nonlocal best
+        model, batch, run = run_one(name, seed, args, tiles, knns,
+                                    half_extent, device)
+        if name == 'hsa-octree' and seed == 0:
+            best = (model, batch)  # drawn in predictions.png
+        return run
+
+    runs = run_seeds(args, models, one,
+                     lambda run: run_line(run, (('acc', 'test_acc'),
+                                                ('mIoU', 'test_miou'),
+                                                ('f1', 'test_f1'))))
     summary = summarize(runs, ('test_acc', 'test_miou', 'test_f1', 'epoch_s',
                                'peak_mb'))
-    print(f'\n{"model":16s} {"params":>7s} {"accuracy":>15s} {"mIoU":>15s} '
-          f'{"macro-F1":>15s} {"s/epoch":>8s} {"peak MB":>8s}')
-    for name, row in summary.items():
-        print(f"{name:16s} {row['parameters']:7,d} {fmt(row['test_acc'])} "
-              f"{fmt(row['test_miou'])} {fmt(row['test_f1'])} "
-              f"{row['epoch_s']['mean']:8.2f} {row['peak_mb']['mean']:8.0f}")
-    payload = {'args': vars(args), 'device': str(device),
-               'torch_threads': torch.get_num_threads(),
-               'wall_s': time.time() - start, 'summary': summary,
-               'runs': runs}
-    write_json(os.path.join(args.out, 'results.json'), payload)
+    print_summary(summary, (('accuracy', 'test_acc'), ('mIoU', 'test_miou'),
+                            ('macro-F1', 'test_f1')), params_width=7)
+    payload = save_results(args, device, start, summary, runs)
     plot_curves(runs, os.path.join(args.out, 'curves.png'), key='test_miou',
                 ylabel='test mIoU', title='b9 segmentation')
     if best is not None:
         plot_predictions(best[0], best[1], tiles,
                          os.path.join(args.out, 'predictions.png'))
-    print(' '.join(f"{name} miou={row['test_miou']['mean']:.3f}"
-                   for name, row in summary.items()))
+    print(headline(summary, 'test_miou', 'miou'))
     return payload
 
 

@@ -42,17 +42,18 @@ from collections import Counter
 from typing import Dict, List, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.loader import DataLoader
 from torch_geometric.utils import scatter
 from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from shape_utils import (PeakMemory, RunBudget, Timer, add_run_arguments,  # noqa
-                         augment_batch, count_parameters, fmt, macro_f1,
-                         mean_ci, plot_curves, seed_everything, setup_run,
-                         summarize, write_json)
+from shape_utils import (add_run_arguments, augment_batch,  # noqa: E402
+                         data_dir, evaluate_classifier, fmt, headline,
+                         make_optimizer, mean_ci, plot_curves, print_summary,
+                         run_line, run_record, run_seeds, save_results,
+                         seed_everything, setup_run, summarize,
+                         train_classifier_epoch, train_epochs)
 
 from hsa_graph import Hierarchy, tree_layout  # noqa: E402
 from hsa_graph.convert import (compose_hierarchies, from_image,  # noqa: E402
@@ -291,7 +292,7 @@ def augment(batch, generator: torch.Generator):
 
 
 def load_items(num_points: int):
-    root = os.path.join(os.environ.get('HSA_DATA', 'data'), 'furniture')
+    root = data_dir('furniture')
     train = SweetHome3DFurniture(root, 'train', num_points=2048)
     test = SweetHome3DFurniture(root, 'test', num_points=2048)
     vocab = Vocabulary([d.name_masked for d in train])
@@ -305,19 +306,6 @@ def load_items(num_points: int):
 
 
 # --- training -------------------------------------------------------------------
-def evaluate(model, loader, device, num_classes):
-    model.eval()
-    preds, targets = [], []
-    with torch.no_grad():
-        for batch in loader:
-            batch = batch.to(device)
-            preds.append(model(batch).argmax(-1).cpu())
-            targets.append(batch.y.view(-1).cpu())
-    pred, target = torch.cat(preds), torch.cat(targets)
-    return (float((pred == target).float().mean()),
-            macro_f1(pred, target, num_classes))
-
-
 def keys_of(name: str) -> tuple:
     return MODALITIES if name.startswith('hsa-all') or \
         name == 'late-fusion' else (name.split('-', 1)[1], )
@@ -337,50 +325,33 @@ def run_one(name, seed, args, data, sets, device) -> dict:
     cls = LateFusion if name == 'late-fusion' else HSAMultimodal
     model = cls(args.channels, args.layers, args.heads, num_classes,
                 args.dropout, len(vocab)).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr,
-                                  weight_decay=0.05)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.lr,
-        total_steps=args.epochs * math.ceil(len(train_set) / args.batch_size),
-        pct_start=0.1)
-    history = {'train_loss': [], 'test_acc': [], 'test_f1': [], 'epoch_s': [],
-               'peak_mb': []}
-    bar = tqdm(range(args.epochs), desc=f'{name} seed {seed}', leave=False)
-    for epoch in bar:
+    optimizer, scheduler = make_optimizer(
+        model, args, math.ceil(len(train_set) / args.batch_size))
+
+    def train_epoch(epoch):
         epoch_set = train_set if partial is None else modality_dropout(
             train_set, partial, args.modality_dropout, seed, epoch)
         train_loader = DataLoader(epoch_set, batch_size=args.batch_size,
                                   shuffle=True, generator=shuffle_generator)
-        model.train()
-        total, count = 0.0, 0
-        with Timer(device) as timer, PeakMemory(device) as memory:
-            for batch in train_loader:
-                batch = augment(batch.to(device), augment_generator)
-                loss = F.cross_entropy(model(batch), batch.y.view(-1),
-                                       label_smoothing=0.1)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                total += float(loss.detach()) * batch.num_graphs
-                count += batch.num_graphs
-        acc, f1 = evaluate(model, test_loader, device, num_classes)
-        for key, value in (('train_loss', total / count), ('test_acc', acc),
-                           ('test_f1', f1), ('epoch_s', timer.seconds),
-                           ('peak_mb', memory.peak_mb)):
-            history[key].append(value)
-        bar.set_postfix(loss=f'{total / count:.3f}', acc=f'{acc:.3f}')
-    timed = history['epoch_s'][1:] or history['epoch_s']
-    run = {'model': name, 'seed': seed, 'parameters': count_parameters(model),
-           'test_acc': history['test_acc'][-1],
-           'test_f1': history['test_f1'][-1],
-           'epoch_s': sorted(timed)[len(timed) // 2],
-           'peak_mb': max(history['peak_mb']), 'history': history}
+        return train_classifier_epoch(
+            model, train_loader,
+            lambda batch: augment(batch.to(device), augment_generator),
+            optimizer, scheduler)
+
+    def evaluate():
+        acc, f1 = evaluate_classifier(model, test_loader, device, num_classes)
+        return {'test_acc': acc, 'test_f1': f1}
+
+    history, final = train_epochs(model, name, seed, args, device,
+                                  train_epoch, evaluate,
+                                  recorded=('test_acc', 'test_f1'))
+    run = run_record(name, seed, model, history, final)
     if len(keys) == len(MODALITIES):   # drop one child at test time
         for dropped, kept in zip(MODALITIES, without_each()):
             loader = DataLoader(sets[('test', kept)],
                                 batch_size=args.batch_size)
-            acc, f1 = evaluate(model, loader, device, num_classes)
+            acc, f1 = evaluate_classifier(model, loader, device,
+                                          num_classes)
             run[f'acc_without_{dropped}'] = acc
             run[f'f1_without_{dropped}'] = f1
     return run
@@ -414,26 +385,17 @@ def main(argv=None) -> dict:
     sets.update({('test', keys): build_set(data[1], keys, args.leaf_size,
                                            f"test {'+'.join(keys)}")
                  for keys in test_keys})
-    runs = []
-    budget = RunBudget(args.max_minutes)
-    for seed in range(args.first_seed, args.first_seed + args.seeds):
-        if not budget.allows_all(models):
-            print(f'time budget reached: stopping before seed {seed}')
-            break
-        for name in models:
-            run_start = time.time()
-            run = run_one(name, seed, args, data, sets, device)
-            budget.record(name, time.time() - run_start)
-            runs.append(run)
-            write_json(os.path.join(args.out, 'runs_partial.json'),
-                       {'args': vars(args), 'runs': runs})
-            extra = ' '.join(f"-{m}: {run[f'acc_without_{m}']:.3f}"
-                             for m in MODALITIES
-                             if f'acc_without_{m}' in run)
-            print(f"{name:15s} seed {seed}: acc {run['test_acc']:.3f} "
-                  f"f1 {run['test_f1']:.3f} {run['epoch_s']:.2f} s/epoch "
-                  f"peak {run['peak_mb']:.0f} MB "
-                  f"({run['parameters']:,} parameters) {extra}", flush=True)
+
+    def describe(run):
+        extra = ' '.join(f"-{m}: {run[f'acc_without_{m}']:.3f}"
+                         for m in MODALITIES if f'acc_without_{m}' in run)
+        return (run_line(run, (('acc', 'test_acc'), ('f1', 'test_f1')),
+                         width=15) + f' {extra}')
+
+    runs = run_seeds(args, models,
+                     lambda name, seed: run_one(name, seed, args, data, sets,
+                                                device),
+                     describe)
     metrics = ['test_acc', 'test_f1', 'epoch_s', 'peak_mb']
     summary = summarize(runs, metrics)
     for name, row in summary.items():
@@ -444,28 +406,19 @@ def main(argv=None) -> dict:
                     [r[f'acc_without_{m}'] for r in mine])
                 row[f'f1_without_{m}'] = mean_ci(
                     [r[f'f1_without_{m}'] for r in mine])
-    print(f'\n{"model":15s} {"params":>8s} {"accuracy":>15s} '
-          f'{"macro-F1":>15s} {"s/epoch":>8s} {"peak MB":>8s}')
-    for name, row in summary.items():
-        print(f"{name:15s} {row['parameters']:8,d} {fmt(row['test_acc'])} "
-              f"{fmt(row['test_f1'])} {row['epoch_s']['mean']:8.2f} "
-              f"{row['peak_mb']['mean']:8.0f}")
+    print_summary(summary, (('accuracy', 'test_acc'), ('macro-F1', 'test_f1')),
+                  name_width=15)
     for name, row in summary.items():
         for m in MODALITIES:
             if f'acc_without_{m}' in row:
                 print(f"{name:15s} without {m:5s}: acc "
                       f"{fmt(row[f'acc_without_{m}'])} f1 "
                       f"{fmt(row[f'f1_without_{m}'])}")
-    payload = {'args': vars(args), 'device': str(device),
-               'torch_threads': torch.get_num_threads(),
-               'vocabulary_size': len(data[2]),
-               'wall_s': time.time() - start, 'summary': summary,
-               'runs': runs}
-    write_json(os.path.join(args.out, 'results.json'), payload)
+    payload = save_results(args, device, start, summary, runs,
+                           vocabulary_size=len(data[2]))
     plot_curves(runs, os.path.join(args.out, 'curves.png'),
                 title='furniture: shape + icon + name')
-    print(' '.join(f"{name} acc={row['test_acc']['mean']:.3f}"
-                   for name, row in summary.items()))
+    print(headline(summary, 'test_acc', 'acc'))
     return payload
 
 

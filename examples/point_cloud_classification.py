@@ -43,10 +43,12 @@ from torch_geometric.nn import TransformerConv
 from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from shape_utils import (PeakMemory, RunBudget, Timer, add_run_arguments,  # noqa
-                         augment_batch, count_parameters, fmt, macro_f1,
-                         plot_curves, seed_everything, setup_run, summarize,
-                         write_json)
+from shape_utils import (add_run_arguments, augment_batch,  # noqa: E402
+                         cell_family_type, data_dir, evaluate_classifier,
+                         flat_tree, headline, make_optimizer, plot_curves,
+                         print_summary, run_line, run_record, run_seeds,
+                         save_results, seed_everything, setup_run, summarize,
+                         train_classifier_epoch, train_epochs)
 
 from hsa_graph import Hierarchy, from_point_cloud, tree_layout  # noqa: E402
 from hsa_graph.datasets import SweetHome3DFurniture  # noqa: E402
@@ -60,19 +62,13 @@ MODELS = ('hsa-octree', 'hsa-flat', 'knn-transformer')
 def octree_input(pos: Tensor, y: Tensor, leaf_size: int) -> Hierarchy:
     h = from_point_cloud(pos, x=pos, leaf_size=leaf_size)
     return Hierarchy(x=h.x, edge_index=h.edge_index, pos=h.pos,
-                     family_type=_family_type(h.edge_index, h.num_nodes),
+                     family_type=cell_family_type(h.edge_index, h.num_nodes),
                      y=y, num_nodes=h.num_nodes)
 
 
 def flat_input(pos: Tensor, y: Tensor) -> Hierarchy:
-    r"""Root (node n) with the n points as children; a point's position in
-    the root's frame is its coordinate."""
-    n = pos.size(0)
-    parent = torch.full((n + 1, ), n, dtype=torch.long)
-    parent[n] = -1
-    x = torch.cat([pos, pos.new_zeros(1, 3)])
-    h = Hierarchy.from_parent(parent, x=x, pos=x.clone(), validate=False)
-    h.family_type = _family_type(h.edge_index, n + 1)
+    h = flat_tree(pos)
+    h.family_type = cell_family_type(h.edge_index, h.num_nodes)
     h.y = y
     return h
 
@@ -90,13 +86,6 @@ def _point_rows(batch) -> Tensor:
                            device=batch.x.device)
     has_child[batch.edge_index[1]] = True
     return ~has_child
-
-
-def _family_type(edge_index: Tensor, num_nodes: int) -> Tensor:
-    # Every non-root node sits in a 3-D cell family (type 0); roots: -1.
-    family_type = torch.full((num_nodes, ), -1, dtype=torch.long)
-    family_type[edge_index[0]] = 0
-    return family_type
 
 
 # --- models ----------------------------------------------------------------
@@ -169,19 +158,6 @@ class KNNTransformerClassifier(nn.Module):
 
 
 # --- training --------------------------------------------------------------
-def evaluate(model: nn.Module, loader, device, num_classes: int):
-    model.eval()
-    preds, targets = [], []
-    with torch.no_grad():
-        for batch in loader:
-            batch = batch.to(device)
-            preds.append(model(batch).argmax(-1).cpu())
-            targets.append(batch.y.view(-1).cpu())
-    pred, target = torch.cat(preds), torch.cat(targets)
-    return (float((pred == target).float().mean()),
-            macro_f1(pred, target, num_classes))
-
-
 def build_inputs(name: str, args, clouds) -> tuple:
     r"""Each model's input for every shape, built once: hierarchies and kNN
     graphs of the canonical pose (augmentation then turns the points and
@@ -213,47 +189,26 @@ def run_one(name: str, seed: int, args, inputs, device) -> dict:
            HSAPointClassifier)
     model = cls(args.channels, args.layers, args.heads, num_classes,
                 args.dropout).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr,
-                                  weight_decay=0.05)
-    steps = args.epochs * len(train_loader)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.lr, total_steps=steps, pct_start=0.1)
-    history = {'train_loss': [], 'test_acc': [], 'test_f1': [],
-               'epoch_s': [], 'peak_mb': []}
-    bar = tqdm(range(args.epochs), desc=f'{name} seed {seed}', leave=False)
-    for _ in bar:
-        model.train()
-        total, count = 0.0, 0
-        with Timer(device) as timer, PeakMemory(device) as memory:
-            for batch in train_loader:
-                batch = augment_batch(batch.to(device), augment_generator,
-                                      point_rows=_point_rows(batch))
-                loss = F.cross_entropy(model(batch), batch.y.view(-1),
-                                       label_smoothing=0.1)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                total += float(loss.detach()) * batch.num_graphs
-                count += batch.num_graphs
-        acc, f1 = evaluate(model, test_loader, device, num_classes)
-        for key, value in (('train_loss', total / count), ('test_acc', acc),
-                           ('test_f1', f1), ('epoch_s', timer.seconds),
-                           ('peak_mb', memory.peak_mb)):
-            history[key].append(value)
-        bar.set_postfix(loss=f'{total / count:.3f}', acc=f'{acc:.3f}',
-                        s=f'{timer.seconds:.1f}')
-    # The first epoch includes warm-up (allocator, caches): time the others.
-    timed = history['epoch_s'][1:] or history['epoch_s']
-    return {'model': name, 'seed': seed, 'parameters': count_parameters(model),
-            'test_acc': history['test_acc'][-1],
-            'test_f1': history['test_f1'][-1],
-            'epoch_s': sorted(timed)[len(timed) // 2],
-            'peak_mb': max(history['peak_mb']), 'history': history}
+    optimizer, scheduler = make_optimizer(model, args, len(train_loader))
+
+    def prepare(batch):
+        return augment_batch(batch.to(device), augment_generator,
+                             point_rows=_point_rows(batch))
+
+    def evaluate():
+        acc, f1 = evaluate_classifier(model, test_loader, device, num_classes)
+        return {'test_acc': acc, 'test_f1': f1}
+
+    history, final = train_epochs(
+        model, name, seed, args, device,
+        lambda epoch: train_classifier_epoch(model, train_loader, prepare,
+                                             optimizer, scheduler),
+        evaluate, recorded=('test_acc', 'test_f1'))
+    return run_record(name, seed, model, history, final)
 
 
 def load_clouds(args):
-    root = os.path.join(os.environ.get('HSA_DATA', 'data'), 'furniture')
+    root = data_dir('furniture')
     train = SweetHome3DFurniture(root, 'train', num_points=2048)
     test = SweetHome3DFurniture(root, 'test', num_points=2048)
     if args.num_points > train.num_points:
@@ -287,39 +242,17 @@ def main(argv=None) -> dict:
     start = time.time()
     clouds = load_clouds(args)
     inputs = {name: build_inputs(name, args, clouds) for name in models}
-    runs = []
-    budget = RunBudget(args.max_minutes)
-    for seed in range(args.first_seed, args.first_seed + args.seeds):
-        if not budget.allows_all(models):
-            print(f'time budget reached: stopping before seed {seed}')
-            break
-        for name in models:
-            run_start = time.time()
-            run = run_one(name, seed, args, inputs[name], device)
-            budget.record(name, time.time() - run_start)
-            runs.append(run)
-            write_json(os.path.join(args.out, 'runs_partial.json'),
-                       {'args': vars(args), 'runs': runs})
-            print(f"{name:16s} seed {seed}: acc {run['test_acc']:.3f} "
-                  f"f1 {run['test_f1']:.3f} {run['epoch_s']:.2f} s/epoch "
-                  f"peak {run['peak_mb']:.0f} MB "
-                  f"({run['parameters']:,} parameters)", flush=True)
+    runs = run_seeds(args, models,
+                     lambda name, seed: run_one(name, seed, args, inputs[name],
+                                                device),
+                     lambda run: run_line(run, (('acc', 'test_acc'),
+                                                ('f1', 'test_f1'))))
     summary = summarize(runs, ('test_acc', 'test_f1', 'epoch_s', 'peak_mb'))
-    print(f'\n{"model":16s} {"params":>8s} {"accuracy":>15s} '
-          f'{"macro-F1":>15s} {"s/epoch":>8s} {"peak MB":>8s}')
-    for name, row in summary.items():
-        print(f"{name:16s} {row['parameters']:8,d} {fmt(row['test_acc'])} "
-              f"{fmt(row['test_f1'])} {row['epoch_s']['mean']:8.2f} "
-              f"{row['peak_mb']['mean']:8.0f}")
-    payload = {'args': vars(args), 'device': str(device),
-               'torch_threads': torch.get_num_threads(),
-               'wall_s': time.time() - start, 'summary': summary,
-               'runs': runs}
-    write_json(os.path.join(args.out, 'results.json'), payload)
+    print_summary(summary, (('accuracy', 'test_acc'), ('macro-F1', 'test_f1')))
+    payload = save_results(args, device, start, summary, runs)
     plot_curves(runs, os.path.join(args.out, 'curves.png'),
                 title=f'furniture, {args.num_points} points')
-    print(' '.join(f"{name} acc={row['test_acc']['mean']:.3f}"
-                   for name, row in summary.items()))
+    print(headline(summary, 'test_acc', 'acc'))
     return payload
 
 

@@ -1,7 +1,8 @@
 r"""Shared plumbing of the 3-D examples (point_cloud_classification.py,
 multimodal_classification.py, mesh_segmentation.py): seeding, metrics with
-confidence intervals, peak-memory measurement, results JSON and learning
-curves. Not part of the library; the models live in the example files."""
+confidence intervals, peak-memory measurement, the epoch and seed loops,
+results tables, JSON and learning curves. Not part of the library; the models
+live in the example files."""
 from __future__ import annotations
 
 import json
@@ -10,9 +11,14 @@ import os
 import random
 import threading
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from hsa_graph import Hierarchy
 
 
 def seed_everything(seed: int) -> None:
@@ -296,3 +302,181 @@ def setup_run(parser, args, all_models):
         parser.error(f'unknown models {sorted(unknown)}; choose from '
                      f'{list(all_models)}')
     return torch.device(args.device), models
+
+
+def data_dir(name: str) -> str:
+    r"""Folder of data set :obj:`name` under ``$HSA_DATA`` (default
+    ``data``)."""
+    return os.path.join(os.environ.get('HSA_DATA', 'data'), name)
+
+
+# --- inputs the examples build alike ----------------------------------------
+def cell_family_type(edge_index: Tensor, num_nodes: int) -> Tensor:
+    r"""Every non-root node sits in a 3-D cell family (type 0); roots: -1."""
+    family_type = torch.full((num_nodes, ), -1, dtype=torch.long)
+    family_type[edge_index[0]] = 0
+    return family_type
+
+
+def flat_tree(points: Tensor) -> Hierarchy:
+    r"""The one-level tree of the ``hsa-flat`` baselines: a root (node n)
+    with the n points as children; a point's feature and position in the
+    root's frame are its coordinates (the root gets zeros)."""
+    n = points.size(0)
+    parent = torch.full((n + 1, ), n, dtype=torch.long)
+    parent[n] = -1
+    x = torch.cat([points, points.new_zeros(1, points.size(1))])
+    return Hierarchy.from_parent(parent, x=x, pos=x.clone(), validate=False)
+
+
+# --- training ---------------------------------------------------------------
+def make_optimizer(model: torch.nn.Module, args, steps_per_epoch: int):
+    r"""AdamW with a one-cycle schedule over all epochs: the same recipe for
+    every model, so that the comparison is about the models alone."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr,
+                                  weight_decay=0.05)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch,
+        pct_start=0.1)
+    return optimizer, scheduler
+
+
+def optimizer_step(loss: Tensor, optimizer, scheduler) -> None:
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+
+
+def train_classifier_epoch(model, loader, prepare: Callable, optimizer,
+                           scheduler) -> float:
+    r"""One epoch of shape classification with label-smoothed cross entropy;
+    :obj:`prepare` moves a batch to the device and augments it. Returns the
+    mean loss per shape."""
+    total, count = 0.0, 0
+    for batch in loader:
+        batch = prepare(batch)
+        loss = F.cross_entropy(model(batch), batch.y.view(-1),
+                               label_smoothing=0.1)
+        optimizer_step(loss, optimizer, scheduler)
+        total += float(loss.detach()) * batch.num_graphs
+        count += batch.num_graphs
+    return total / count
+
+
+def evaluate_classifier(model, loader, device, num_classes: int):
+    r"""Accuracy and macro-F1 of one prediction per graph."""
+    model.eval()
+    preds, targets = [], []
+    with torch.no_grad():
+        for batch in loader:
+            batch = batch.to(device)
+            preds.append(model(batch).argmax(-1).cpu())
+            targets.append(batch.y.view(-1).cpu())
+    pred, target = torch.cat(preds), torch.cat(targets)
+    return (float((pred == target).float().mean()),
+            macro_f1(pred, target, num_classes))
+
+
+def train_epochs(model, name: str, seed: int, args, device,
+                 train_epoch: Callable[[int], float],
+                 evaluate: Callable[[], Dict[str, float]],
+                 recorded: Sequence[str], shown: str = 'test_acc'):
+    r"""Trains for ``args.epochs`` epochs. ``train_epoch(epoch)`` trains once
+    over the data and returns the mean training loss; it alone is timed and
+    memory-measured. ``evaluate()`` then returns the test metrics, of which
+    those named in :obj:`recorded` go into the per-epoch history and
+    :obj:`shown` onto the progress bar. Returns the history and the last
+    metrics."""
+    history = {'train_loss': [], **{key: [] for key in recorded},
+               'epoch_s': [], 'peak_mb': []}
+    bar = tqdm(range(args.epochs), desc=f'{name} seed {seed}', leave=False)
+    for epoch in bar:
+        model.train()
+        with Timer(device) as timer, PeakMemory(device) as memory:
+            loss = train_epoch(epoch)
+        metrics = evaluate()
+        history['train_loss'].append(loss)
+        for key in recorded:
+            history[key].append(metrics[key])
+        history['epoch_s'].append(timer.seconds)
+        history['peak_mb'].append(memory.peak_mb)
+        bar.set_postfix(loss=f'{loss:.3f}', s=f'{timer.seconds:.1f}',
+                        **{shown.removeprefix('test_'):
+                           f'{metrics[shown]:.3f}'})
+    return history, metrics
+
+
+def run_record(name: str, seed: int, model: torch.nn.Module, history: dict,
+               final: Dict[str, float]) -> dict:
+    r"""One (model, seed) run as stored in the results: the final test
+    metrics, the median epoch time and the peak memory."""
+    # The first epoch includes warm-up (allocator, caches): time the others.
+    timed = history['epoch_s'][1:] or history['epoch_s']
+    return {'model': name, 'seed': seed, 'parameters': count_parameters(model),
+            **final, 'epoch_s': sorted(timed)[len(timed) // 2],
+            'peak_mb': max(history['peak_mb']), 'history': history}
+
+
+def run_seeds(args, models: Sequence[str], run_one: Callable[[str, int], dict],
+              describe: Callable[[dict], str]) -> List[dict]:
+    r"""Runs ``run_one(name, seed)`` for every seed and model, printing
+    ``describe(run)`` after each. The runs so far are saved after every run
+    (``<out>/runs_partial.json``), so that a killed job leaves them behind;
+    with ``--max-minutes``, no seed starts whose runs would end too late."""
+    runs = []
+    budget = RunBudget(args.max_minutes)
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        if not budget.allows_all(models):
+            print(f'time budget reached: stopping before seed {seed}')
+            break
+        for name in models:
+            run_start = time.time()
+            run = run_one(name, seed)
+            budget.record(name, time.time() - run_start)
+            runs.append(run)
+            write_json(os.path.join(args.out, 'runs_partial.json'),
+                       {'args': vars(args), 'runs': runs})
+            print(describe(run), flush=True)
+    return runs
+
+
+# --- reporting --------------------------------------------------------------
+def run_line(run: dict, scores: Sequence[tuple], width: int = 16) -> str:
+    r"""One run's line: the ``(label, key)`` scores, time, memory, size."""
+    values = ' '.join(f'{label} {run[key]:.3f}' for label, key in scores)
+    return (f"{run['model']:{width}s} seed {run['seed']}: {values} "
+            f"{run['epoch_s']:.2f} s/epoch peak {run['peak_mb']:.0f} MB "
+            f"({run['parameters']:,} parameters)")
+
+
+def print_summary(summary: Dict[str, dict], columns: Sequence[tuple],
+                  name_width: int = 16, params_width: int = 8) -> None:
+    r"""The table of mean +- CI per model of the ``(title, key)`` columns,
+    then mean seconds per epoch and peak MB."""
+    titles = ' '.join(f'{title:>15s}' for title, _ in columns)
+    print(f'\n{"model":{name_width}s} {"params":>{params_width}s} {titles} '
+          f'{"s/epoch":>8s} {"peak MB":>8s}')
+    for name, row in summary.items():
+        cells = ' '.join(fmt(row[key]) for _, key in columns)
+        print(f"{name:{name_width}s} {row['parameters']:{params_width},d} "
+              f"{cells} {row['epoch_s']['mean']:8.2f} "
+              f"{row['peak_mb']['mean']:8.0f}")
+
+
+def save_results(args, device, start: float, summary: dict, runs: List[dict],
+                 **extra) -> dict:
+    r"""Writes ``<out>/results.json`` (arguments, device, threads,
+    :obj:`extra`, wall time, summary, runs) and returns what it wrote."""
+    payload = {'args': vars(args), 'device': str(device),
+               'torch_threads': torch.get_num_threads(), **extra,
+               'wall_s': time.time() - start, 'summary': summary,
+               'runs': runs}
+    write_json(os.path.join(args.out, 'results.json'), payload)
+    return payload
+
+
+def headline(summary: Dict[str, dict], key: str, label: str) -> str:
+    r"""The last line: each model's mean :obj:`key`, one line to grep."""
+    return ' '.join(f"{name} {label}={row[key]['mean']:.3f}"
+                    for name, row in summary.items())

@@ -9,12 +9,14 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
-from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric.data import Data
+
+from ._local import LocalSourceDataset
 
 __all__ = ['CGALSegmentation', 'read_ply_vertices']
 
 
-class CGALSegmentation(InMemoryDataset):
+class CGALSegmentation(LocalSourceDataset):
     r"""Per-point segmentation of ``b9_training.ply``, the training set of
     CGAL's point-set classification package: an aerial LiDAR scan of one
     city block (about 90 m x 112 m, 22,300 points) in which 2,447 points are
@@ -82,17 +84,6 @@ class CGALSegmentation(InMemoryDataset):
     @property
     def processed_file_names(self) -> List[str]:
         return [f'tiles{self.tiles}_cell{self.cell_size:g}_v2.pt']
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def _download(self) -> None:
-        # Processed files suffice (e.g. copied to a machine without the raw
-        # data); only fetch raw data when something must be processed.
-        if all(osp.exists(path) for path in self.processed_paths):
-            return
-        super()._download()
 
     def download(self) -> None:
         if not osp.exists(self.source):

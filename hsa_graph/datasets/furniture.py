@@ -13,11 +13,12 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
-from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
 from ..convert.mesh_io import read_mesh
 from ..sampling import normalize_unit_sphere, sample_surface, stable_seed
+from ._local import LocalSourceDataset
 from ._sweethome3d_catalogue import (FURNITURE_CLASSES, FurnitureItem,
                                      id_rank_key, labelled_items,
                                      mask_class_words, read_catalogue,
@@ -30,7 +31,7 @@ DEFAULT_CATALOGUE_DIR = '/usr/share/sweethome3d/furniture'
 ICON_SIZE = 128
 
 
-class SweetHome3DFurniture(InMemoryDataset):
+class SweetHome3DFurniture(LocalSourceDataset):
     r"""The 361 furniture models of the free Sweet Home 3D libraries that fall
     into 10 ModelNet-like classes, as seeded surface point clouds, each with
     its 128 x 128 catalogue icon and its name: a small offline stand-in for
@@ -119,17 +120,6 @@ class SweetHome3DFurniture(InMemoryDataset):
     def processed_file_names(self) -> List[str]:
         tag = f'p{self.num_points}_s{self.seed}'
         return [f'train_{tag}.pt', f'test_{tag}.pt']
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def _download(self) -> None:
-        # Processed files suffice (e.g. copied to a machine without the raw
-        # data); only fetch raw data when something must be processed.
-        if all(osp.exists(path) for path in self.processed_paths):
-            return
-        super()._download()
 
     def download(self) -> None:
         sources = sorted(glob.glob(osp.join(self.catalogue_dir, '*.sh3f')))

@@ -46,6 +46,20 @@ def _check_mask(attention_mask: Tensor) -> Tensor:
     return attention_mask.detach().to('cpu') != 0
 
 
+def _add_parent(children: List[int], seq: int, parent: List[int],
+                batch: List[int], source: List[int]) -> int:
+    r"""Appends an internal node of sequence :obj:`seq` above
+    :obj:`children` to the growing ``parent``/``batch``/``source`` lists and
+    returns its id (the next free one: ids are list positions)."""
+    node = len(parent)
+    parent.append(-1)
+    batch.append(seq)
+    source.append(-1)  # internal nodes stand for no token
+    for child in children:
+        parent[child] = node
+    return node
+
+
 def _to_hierarchy(parent: Tensor, batch: Tensor, source_id: Tensor,
                   device) -> Hierarchy:
     child = (parent >= 0).nonzero().flatten()
@@ -303,7 +317,6 @@ class SentenceHierarchyBuilder:
         cont = self.is_continuation[ids].tolist()
         ends = self.is_sentence_end[ids].tolist()
         special = self.is_special[ids].tolist()
-        next_id = num_leaves
         leaf = 0
         for seq in range(mask.size(0)):
             positions = mask[seq].nonzero().flatten().tolist()
@@ -337,41 +350,18 @@ class SentenceHierarchyBuilder:
             if words:
                 sentences.append(words)
             # Emit internal nodes; record the root's children in token order.
+            # A group of one is not wrapped: its member takes its place.
             root_children: List[int] = list(top)
             for words in sentences:
-                word_nodes: List[int] = []
-                for members in words:
-                    if len(members) == 1:
-                        word_nodes.append(members[0])
-                        continue
-                    word_id = next_id
-                    next_id += 1
-                    parent.append(-1)
-                    batch.append(seq)
-                    source.append(-1)
-                    for member in members:
-                        parent[member] = word_id
-                    word_nodes.append(word_id)
-                if len(word_nodes) == 1:
-                    root_children.append(word_nodes[0])
-                else:
-                    sentence_id = next_id
-                    next_id += 1
-                    parent.append(-1)
-                    batch.append(seq)
-                    source.append(-1)
-                    for node in word_nodes:
-                        parent[node] = sentence_id
-                    root_children.append(sentence_id)
+                word_nodes = [members[0] if len(members) == 1 else
+                              _add_parent(members, seq, parent, batch, source)
+                              for members in words]
+                root_children.append(
+                    word_nodes[0] if len(word_nodes) == 1 else
+                    _add_parent(word_nodes, seq, parent, batch, source))
             if len(root_children) == 1:
                 continue  # the single child is the root itself
-            root_id = next_id
-            next_id += 1
-            parent.append(-1)
-            batch.append(seq)
-            source.append(-1)
-            for node in root_children:
-                parent[node] = root_id
+            _add_parent(root_children, seq, parent, batch, source)
         return _to_hierarchy(torch.tensor(parent, dtype=torch.long),
                              torch.tensor(batch, dtype=torch.long),
                              torch.tensor(source, dtype=torch.long),
