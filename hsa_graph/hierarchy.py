@@ -135,14 +135,16 @@ class Hierarchy(Data):
                 raise ValueError(f"'{name}' contains NaN or inf")
 
     # -- structure ---------------------------------------------------------
-    def layout(self) -> TreeLayout:
+    def layout(self, compile_friendly: bool = False) -> TreeLayout:
         r"""The cached :class:`~hsa_graph.layout.TreeLayout` of this hierarchy,
-        on the device of :obj:`edge_index`."""
+        on the device of :obj:`edge_index` (see :func:`~hsa_graph.tree_layout`
+        for :obj:`compile_friendly`)."""
         edge_index = self.edge_index
         if edge_index is None:
             edge_index = torch.empty(2, 0, dtype=torch.long)
             self.edge_index = edge_index
-        return tree_layout(edge_index, self.num_nodes)
+        return tree_layout(edge_index, self.num_nodes,
+                           compile_friendly=compile_friendly)
 
     @property
     def parent(self) -> Tensor:

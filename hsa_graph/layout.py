@@ -235,13 +235,17 @@ def _depth_and_root(parent: Tensor) -> Tuple[Tensor, Tensor]:
 
 def _level_buckets(level_start: int, level_size: int, parents: Tensor,
                    family_start: Tensor, child_count: Tensor,
-                   leaf_count: Tensor, exact_bucket_limit: int
+                   leaf_count: Tensor, exact_bucket_limit: int,
+                   compile_friendly: bool = False
                    ) -> Tuple[List[FamilyBucket], Optional[Tensor]]:
     # Families whose members sit in this level, grouped by padded size.
     sizes = child_count[parents]
     if parents.numel() == 0:
         return [], None
-    if torch.unique(sizes).numel() <= exact_bucket_limit:
+    if compile_friendly:     # one bucket: every family padded to a power of 2
+        padded = torch.full_like(sizes, 2**math.ceil(math.log2(
+            int(sizes.max()))))
+    elif torch.unique(sizes).numel() <= exact_bucket_limit:
         padded = sizes
     else:
         padded = 2**torch.ceil(torch.log2(sizes.double())).long()
@@ -271,6 +275,10 @@ def _level_buckets(level_start: int, level_size: int, parents: Tensor,
         offset += valid.numel()
         buckets.append(FamilyBucket(member, mask, contiguous))
     slot[slot < 0] = offset          # the "no siblings" row
+    if compile_friendly:
+        for bucket in buckets:       # always gathered: one code path
+            bucket.contiguous_start = None
+        return buckets, slot
     if (len(buckets) == 1 and buckets[0].contiguous_start == 0
             and offset == level_size):
         return buckets, None
@@ -291,8 +299,8 @@ def _uniform_fanout(child_count: Tensor,
     return bool(torch.equal(child_parent_local, expected))
 
 
-def _build(parent: Tensor, num_nodes: int, exact_bucket_limit: int = 8
-           ) -> TreeLayout:
+def _build(parent: Tensor, num_nodes: int, exact_bucket_limit: int = 8,
+           compile_friendly: bool = False) -> TreeLayout:
     depth, _ = _depth_and_root(parent)
     num_levels = int(depth.max()) + 1
     key = depth * (num_nodes + 1) + (parent + 1)
@@ -337,13 +345,16 @@ def _build(parent: Tensor, num_nodes: int, exact_bucket_limit: int = 8
         leaf = is_leaf_lo[lo:hi]
         leaf_kind = ('all' if bool(leaf.all()) else
                      'none' if not bool(leaf.any()) else 'mixed')
+        if compile_friendly and level < num_levels - 1:
+            leaf_kind = 'mixed'      # the general path, right for every level
         buckets, slot = [], None
         if level > 0:
             above = torch.arange(level_ptr[level - 1], lo)
             parents = above[child_count_lo[above] >= 2]
             buckets, slot = _level_buckets(lo, hi - lo, parents,
                                            family_start, child_count_lo,
-                                           leaf_count_lo, exact_bucket_limit)
+                                           leaf_count_lo, exact_bucket_limit,
+                                           compile_friendly)
         levels.append(LevelLayout(
             size=hi - lo, node_ids=order[lo:hi], parent_local=local_parent,
             leaf_kind=leaf_kind,
@@ -353,12 +364,13 @@ def _build(parent: Tensor, num_nodes: int, exact_bucket_limit: int = 8
             family_slot=slot))
     for level in range(num_levels - 1):
         lo, hi = level_ptr[level], level_ptr[level + 1]
-        levels[level].uniform_fanout = _uniform_fanout(
-            child_count_lo[lo:hi], parent_local[level + 1])
+        levels[level].uniform_fanout = not compile_friendly and \
+            _uniform_fanout(child_count_lo[lo:hi], parent_local[level + 1])
 
     return TreeLayout(
         num_nodes=num_nodes, order=order, rank=rank,
-        identity_order=bool((order == positions).all()), parent=parent,
+        identity_order=not compile_friendly and bool(
+            (order == positions).all()), parent=parent,
         depth=depth, level_ptr=level_ptr, parent_local=parent_local,
         is_leaf_lo=is_leaf_lo, leaf_count_lo=leaf_count_lo, levels=levels,
         num_trees=int((parent < 0).sum()))
@@ -373,8 +385,9 @@ class _LayoutCache:
         self.capacity = capacity
         self.entries: Dict[int, tuple] = {}
 
-    def get(self, edge_index: Tensor, num_nodes: int, device) -> TreeLayout:
-        key = id(edge_index)
+    def get(self, edge_index: Tensor, num_nodes: int, device,
+            compile_friendly: bool = False) -> TreeLayout:
+        key = (id(edge_index), compile_friendly)
         entry = self.entries.get(key)
         if entry is not None:
             ref, version, cached_nodes, layouts = entry
@@ -384,7 +397,7 @@ class _LayoutCache:
                     layouts[device] = next(iter(layouts.values())).to(device)
                 return layouts[device]
         layout = _build(parent_from_edge_index(edge_index, num_nodes),
-                        num_nodes).to(device)
+                        num_nodes, compile_friendly=compile_friendly).to(device)
         if len(self.entries) >= self.capacity:
             self.entries.pop(next(iter(self.entries)))
         self.entries[key] = (weakref.ref(edge_index), edge_index._version,
@@ -396,7 +409,8 @@ _CACHE = _LayoutCache()
 
 
 def tree_layout(edge_index: Tensor, num_nodes: Optional[int] = None,
-                device=None, cache: bool = True) -> TreeLayout:
+                device=None, cache: bool = True,
+                compile_friendly: bool = False) -> TreeLayout:
     r"""Validates a forest given as child -> parent :obj:`edge_index` and
     returns its :class:`TreeLayout`.
 
@@ -413,11 +427,20 @@ def tree_layout(edge_index: Tensor, num_nodes: Optional[int] = None,
             (default: :obj:`edge_index`'s device).
         cache (bool): reuse a cached layout for this tensor.
             (default: :obj:`True`)
+        compile_friendly (bool): make every batch take the same code path,
+            for :obj:`torch.compile(dynamic=True)` over batches of different
+            trees: one family bucket per level (families padded to the
+            level's largest power of two), no shortcut for uniform or
+            contiguous levels. The compiled graph then depends on the number
+            of levels only, instead of on each batch's bucket pattern, at
+            the price of padding work in eager mode.
+            (default: :obj:`False`)
     """
     if num_nodes is None:
         num_nodes = int(edge_index.max()) + 1 if edge_index.numel() else 1
     device = torch.device(device) if device is not None else edge_index.device
     if cache:
-        return _CACHE.get(edge_index, int(num_nodes), device)
+        return _CACHE.get(edge_index, int(num_nodes), device,
+                          compile_friendly)
     return _build(parent_from_edge_index(edge_index, int(num_nodes)),
-                  int(num_nodes)).to(device)
+                  int(num_nodes), compile_friendly=compile_friendly).to(device)

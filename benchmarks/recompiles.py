@@ -1,0 +1,111 @@
+r"""How often torch.compile(dynamic=True) recompiles hsa_attention over a real
+DataLoader: batches of differently shaped hierarchies (furniture octrees,
+20 Newsgroups documents, clothing reviews).
+
+Dynamo runs with the ``eager`` backend: the guards, and hence the recompiles,
+are those of any backend (Inductor included), without the code generation.
+
+    python benchmarks/recompiles.py --batches 40 --out benchmarks/results/recompiles.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+import torch._dynamo
+from torch_geometric.loader import DataLoader
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
+
+from hsa_graph import Hierarchy, from_point_cloud, hsa_attention  # noqa: E402
+
+DATA = os.environ.get('HSA_DATA', os.path.join(os.path.dirname(__file__), '..',
+                                               'data'))
+
+
+def furniture(num_points):
+    from hsa_graph.datasets import SweetHome3DFurniture
+    data = SweetHome3DFurniture(os.path.join(DATA, 'furniture'), split='train',
+                                num_points=num_points)
+    return [from_point_cloud(d.pos, x=d.pos, leaf_size=16) for d in data]
+
+
+def text(name):
+    from hsa_graph.datasets import ClothingReviews, TwentyNewsgroups
+    cls = {'20newsgroups': TwentyNewsgroups,
+           'clothing': ClothingReviews}[name]
+    data = cls(split='train', max_docs=2000, log=False)
+    return [Hierarchy(edge_index=d.edge_index, num_nodes=d.num_nodes)
+            for d in data]
+
+
+def signature(layout):
+    r"""What the compiled graph specialises on: levels, buckets per level,
+    and the branches taken per level."""
+    return tuple((len(level.buckets), level.family_slot is None,
+                  level.leaf_kind, level.uniform_fanout)
+                 for level in layout.levels)
+
+
+def count(hierarchies, batches, batch_size, compile_friendly, heads=4,
+          channels=16):
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    compiled = torch.compile(
+        lambda q, k, v, layout: hsa_attention(q, k, v, layout=layout),
+        backend='eager', dynamic=True)
+    loader = DataLoader(hierarchies, batch_size=batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(0))
+    graphs, kinds = [], set()
+    for index, batch in enumerate(loader):
+        if index == batches:
+            break
+        layout = batch.layout(compile_friendly=compile_friendly)
+        kinds.add(signature(layout))
+        q, k, v = (torch.randn(batch.num_nodes, heads, channels)
+                   for _ in range(3))
+        out = compiled(q, k, v, layout)
+        torch.testing.assert_close(out, hsa_attention(q, k, v, layout=layout),
+                                   atol=1e-5, rtol=1e-4)
+        graphs.append(int(counters['stats']['unique_graphs']))
+    return dict(batches=len(graphs), graphs_after_each_batch=graphs,
+                distinct_structure_kinds=len(kinds),
+                graphs=graphs[-1] if graphs else 0)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--batches', type=int, default=40)
+    parser.add_argument('--batch-size', type=int, default=16)
+    parser.add_argument('--datasets', nargs='+',
+                        default=['furniture-1024', '20newsgroups', 'clothing'])
+    parser.add_argument('--out', default=None)
+    args = parser.parse_args()
+    torch._dynamo.config.cache_size_limit = max(
+        64, torch._dynamo.config.cache_size_limit)
+    results = {}
+    for name in args.datasets:
+        hierarchies = (furniture(int(name.split('-')[1]))
+                       if name.startswith('furniture') else text(name))
+        for friendly in (False, True):
+            result = count(hierarchies, args.batches, args.batch_size,
+                           friendly)
+            results[f'{name}, compile_friendly={friendly}'] = result
+            print(f"{name:16s} compile_friendly={friendly!s:5s} "
+                  f"{result['batches']} batches of {args.batch_size}: "
+                  f"{result['distinct_structure_kinds']} structure kinds, "
+                  f"{result['graphs']} compiled graphs (after each batch: "
+                  f"{result['graphs_after_each_batch']})", flush=True)
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(dict(command=' '.join(sys.argv), torch=torch.__version__,
+                           results=results), f, indent=1)
+        print('wrote', args.out)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,86 @@
+import pytest
+import torch
+import torch._dynamo
+from hypothesis import given, settings, strategies as st
+from torch_geometric.data import Batch
+
+from hsa_graph import Hierarchy, hsa_attention, tree_layout
+from hsa_graph.datasets import ragged_parent
+from hsa_graph.testing import assert_matches_dense_reference, random_parent
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), num_nodes=st.integers(1, 40),
+       include_self=st.booleans(), use_pos=st.booleans())
+def test_compile_friendly_layout_matches_dense_reference(seed, num_nodes,
+                                                         include_self,
+                                                         use_pos):
+    gen = torch.Generator().manual_seed(seed)
+    h = Hierarchy.from_parent(random_parent(num_nodes, gen))
+    q, k, v = (torch.randn(h.num_nodes, 2, 3, generator=gen,
+                           dtype=torch.float64) for _ in range(3))
+    pos = torch.randn(h.num_nodes, 2, generator=gen,
+                      dtype=torch.float64) if use_pos else None
+    layout = tree_layout(h.edge_index, h.num_nodes, cache=False,
+                         compile_friendly=True)
+
+    def friendly(q, k, v, edge_index, **kwargs):
+        return hsa_attention(q, k, v, layout=layout, **kwargs)
+
+    assert_matches_dense_reference(q, k, v, h.edge_index, pos=pos,
+                                   include_self=include_self,
+                                   attention=friendly)
+
+
+def test_compile_friendly_layout_has_one_code_path():
+    parent = ragged_parent(200, 6, torch.Generator().manual_seed(0))
+    layout = tree_layout(Hierarchy.from_parent(parent).edge_index,
+                         parent.numel(), cache=False, compile_friendly=True)
+    assert not layout.identity_order
+    for depth, level in enumerate(layout.levels):
+        assert len(level.buckets) <= 1 and not level.uniform_fanout
+        if level.buckets:
+            assert level.family_slot is not None
+            assert level.buckets[0].contiguous_start is None
+            size = level.buckets[0].size
+            assert size & (size - 1) == 0          # a power of two
+        if depth < layout.num_levels - 1:
+            assert level.leaf_kind == 'mixed'
+    # cached separately from the default layout of the same tensor
+    h = Hierarchy.from_parent(parent)
+    assert h.layout(compile_friendly=True) is not h.layout()
+    assert h.layout(compile_friendly=True) is h.layout(compile_friendly=True)
+
+
+def test_compile_friendly_batches_reuse_graphs():
+    # Ragged batches of one depth: with the default layout each batch's
+    # bucket pattern is new; with compile_friendly=True they share graphs.
+    gen = torch.Generator().manual_seed(0)
+    trees = [Hierarchy.from_parent(ragged_parent(64, 4, gen))
+             for _ in range(60)]
+    heights = [h.height for h in trees]
+    depth = max(set(heights), key=heights.count)
+    trees = [h for h in trees if h.height == depth]
+    batches = [Batch.from_data_list(trees[i:i + 4])
+               for i in range(0, len(trees) - 3, 4)][:6]
+    assert len(batches) >= 4
+
+    def graphs(compile_friendly):
+        torch._dynamo.reset()
+        counters = torch._dynamo.utils.counters
+        counters.clear()
+        compiled = torch.compile(
+            lambda q, k, v, layout: hsa_attention(q, k, v, layout=layout),
+            backend='eager', dynamic=True)
+        for batch in batches:
+            layout = batch.layout(compile_friendly=compile_friendly)
+            q, k, v = (torch.randn(batch.num_nodes, 2, 4) for _ in range(3))
+            torch.testing.assert_close(compiled(q, k, v, layout),
+                                       hsa_attention(q, k, v, layout=layout))
+        return int(counters['stats']['unique_graphs'])
+
+    # At most: the static graph, the dynamic one, and one split of two sizes
+    # that happened to be equal in the first batch (dynamo's duck sizing).
+    friendly, default = graphs(True), graphs(False)
+    assert friendly <= 3, friendly
+    assert default >= friendly + 2, (default, friendly)
