@@ -4,6 +4,8 @@ peak memory, analytic FLOPs and achieved throughput.
 Methods (all on the same leaves, [batch, heads, leaves, channels]):
   hsa           hsa_graph.hsa_attention, eager (tree layout built once, outside)
   hsa_compiled  the same under torch.compile
+  hsa_graphs    the same under torch.compile(mode='reduce-overhead'): CUDA
+                graphs, which remove the per-kernel launch cost (CUDA only)
   sdpa          torch.nn.functional.scaled_dot_product_attention, best backend
   sdpa_math     the same, math backend only
   tconv_knn     PyG TransformerConv on a k-NN graph (k=16) of random points
@@ -87,7 +89,7 @@ def make_case(args, method, leaves, branching, batch, ragged):
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     heads, channels = args.heads, args.channels
     gen = torch.Generator().manual_seed(1)
-    if method in ('hsa', 'hsa_compiled', 'dense_hsa'):
+    if method in ('hsa', 'hsa_compiled', 'hsa_graphs', 'dense_hsa'):
         tree = build_forest(leaves, branching, batch, ragged)
         start = time.perf_counter()
         layout = tree_layout(tree.edge_index, tree.num_nodes, device=device)
@@ -106,6 +108,13 @@ def make_case(args, method, leaves, branching, batch, ragged):
             return hsa_attention(q, k, v, layout=layout)
         if method == 'hsa_compiled':
             fn = torch.compile(fn, dynamic=False)
+        elif method == 'hsa_graphs':
+            graphed = torch.compile(fn, dynamic=False, mode='reduce-overhead')
+
+            def fn(q, k, v):
+                # each timed step is a new iteration of the graph tree
+                torch.compiler.cudagraph_mark_step_begin()
+                return graphed(q, k, v)
         return (lambda: fn(q, k, v)), (q, k, v), flops, layout_seconds
     if method in ('sdpa', 'sdpa_math'):
         q, k, v = (torch.randn(batch, heads, leaves, channels,
@@ -269,7 +278,7 @@ def main():
                 for shape in args.shapes:
                     for method in args.methods:
                         flat = method not in ('hsa', 'hsa_compiled',
-                                              'dense_hsa')
+                                              'hsa_graphs', 'dense_hsa')
                         if flat and shape == 'ragged':
                             continue     # flat attention ignores the tree
                         if flat and branching != args.branching[0]:

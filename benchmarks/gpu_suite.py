@@ -7,7 +7,7 @@ r"""Every GPU check of hsa_graph in one script, for a few lent minutes on a GPU:
 3. compile: zero graph breaks, and recompiles across different trees with
    dynamic=True;
 4. benchmarks (bf16 and fp32, 8 heads x 64, branching 16, forward+backward):
-   HSA eager / compiled against SDPA (Flash) and PyG layers.
+   HSA eager / compiled / CUDA graphs against SDPA (Flash) and PyG layers.
 
 Usage: python benchmarks/gpu_suite.py --out DIR   (writes DIR/gpu_*.json)
 """
@@ -163,9 +163,11 @@ def run_benchmarks(out_dir, short=False):
                     ('hsa', 4096, 8, False), ('sdpa', 4096, 8, False),
                     ('tconv_knn', 65536, 1, False),
                     ('hsa_compiled', 65536, 1, False),
-                    ('hsa_compiled', 4096, 1, False)]
+                    ('hsa_compiled', 4096, 1, False),
+                    ('hsa_graphs', 4096, 1, False)]
         elif dtype == 'bfloat16':
             plan += [('hsa_compiled', 4096, 1, False),
+                     ('hsa_graphs', 4096, 1, False),
                      ('hsa_compiled', 65536, 1, False),
                      ('hsa_compiled', 1048576, 1, False)]
         for method, leaves, batch, ragged in plan:
