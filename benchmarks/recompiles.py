@@ -20,7 +20,8 @@ from torch_geometric.loader import DataLoader
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
-from hsa_graph import Hierarchy, from_point_cloud, hsa_attention  # noqa: E402
+from hsa_graph import Hierarchy, from_point_cloud  # noqa: E402
+from hsa_graph.testing import compiled_graph_counts  # noqa: E402
 
 DATA = os.environ.get('HSA_DATA', os.path.join(os.path.dirname(__file__), '..',
                                                'data'))
@@ -50,28 +51,14 @@ def signature(layout):
                  for level in layout.levels)
 
 
-def count(hierarchies, batches, batch_size, compile_friendly, heads=4,
-          channels=16):
-    torch._dynamo.reset()
-    counters = torch._dynamo.utils.counters
-    counters.clear()
-    compiled = torch.compile(
-        lambda q, k, v, layout: hsa_attention(q, k, v, layout=layout),
-        backend='eager', dynamic=True)
+def count(hierarchies, batches, batch_size, compile_friendly):
     loader = DataLoader(hierarchies, batch_size=batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(0))
-    graphs, kinds = [], set()
-    for index, batch in enumerate(loader):
-        if index == batches:
-            break
-        layout = batch.layout(compile_friendly=compile_friendly)
-        kinds.add(signature(layout))
-        q, k, v = (torch.randn(batch.num_nodes, heads, channels)
-                   for _ in range(3))
-        out = compiled(q, k, v, layout)
-        torch.testing.assert_close(out, hsa_attention(q, k, v, layout=layout),
-                                   atol=1e-5, rtol=1e-4)
-        graphs.append(int(counters['stats']['unique_graphs']))
+    chosen = [batch for _, batch in zip(range(batches), loader)]
+    kinds = {signature(batch.layout(compile_friendly=compile_friendly))
+             for batch in chosen}
+    graphs = compiled_graph_counts(chosen, compile_friendly, heads=4,
+                                   channels=16)
     return dict(batches=len(graphs), graphs_after_each_batch=graphs,
                 distinct_structure_kinds=len(kinds),
                 graphs=graphs[-1] if graphs else 0)

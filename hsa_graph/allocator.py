@@ -51,9 +51,11 @@ def keep_freed_memory() -> bool:
     it.
 
     On this project's 2-core benchmark machine it made the HSA forward and
-    backward pass at 16,384 leaves (8 heads x 64, float32) about 3x faster,
-    by removing ~170,000 page faults per step; it also makes time grow
-    linearly in the number of leaves from 4,096 on. The cost: the process's
+    backward pass at 16,384 leaves (8 heads x 64, float32) 2.2-3.3x faster
+    (186,355 -> 10,706 page faults per step in the final run of
+    ``benchmarks/attention.py --allocator default|keep``, see
+    docs/performance.md), and time grows linearly in the number of leaves
+    from 4,096 on. The cost: the process's
     resident memory no longer shrinks after a peak, and freed blocks may
     fragment the heap.
 

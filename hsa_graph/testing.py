@@ -5,7 +5,7 @@ All assertions raise :class:`AssertionError` with the largest deviation.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -16,7 +16,8 @@ from .hierarchy import Hierarchy
 
 __all__ = ['random_parent', 'random_hierarchy', 'tolerance',
            'assert_matches_dense_reference', 'assert_flat_tree_equals_softmax',
-           'assert_batch_invariant', 'assert_no_graph_breaks']
+           'assert_batch_invariant', 'assert_no_graph_breaks',
+           'compiled_graph_counts']
 
 
 def tolerance(dtype: torch.dtype) -> dict:
@@ -133,3 +134,28 @@ def assert_no_graph_breaks(fn: Callable, *args, **kwargs) -> None:
         f'{[str(b.reason) for b in explanation.break_reasons]}')
     assert explanation.graph_count == 1, \
         f'{explanation.graph_count} graphs'
+
+
+def compiled_graph_counts(batches: Iterable[Hierarchy],
+                          compile_friendly: bool = False, heads: int = 2,
+                          channels: int = 4) -> List[int]:
+    r"""Runs :func:`hsa_attention` under ``torch.compile(dynamic=True)``
+    (dynamo's ``eager`` backend: the guards of any backend, no code
+    generation) on every batch, asserts each result equals eager mode, and
+    returns the number of compiled graphs after each batch."""
+    import torch._dynamo
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    compiled = torch.compile(
+        lambda q, k, v, layout: hsa_attention(q, k, v, layout=layout),
+        backend='eager', dynamic=True)
+    counts = []
+    for batch in batches:
+        layout = batch.layout(compile_friendly=compile_friendly)
+        q, k, v = (torch.randn(batch.num_nodes, heads, channels)
+                   for _ in range(3))
+        torch.testing.assert_close(compiled(q, k, v, layout),
+                                   hsa_attention(q, k, v, layout=layout))
+        counts.append(int(counters['stats']['unique_graphs']))
+    return counts

@@ -1,12 +1,11 @@
-import pytest
 import torch
-import torch._dynamo
 from hypothesis import given, settings, strategies as st
 from torch_geometric.data import Batch
 
 from hsa_graph import Hierarchy, hsa_attention, tree_layout
 from hsa_graph.datasets import ragged_parent
-from hsa_graph.testing import assert_matches_dense_reference, random_parent
+from hsa_graph.testing import (assert_matches_dense_reference,
+                               compiled_graph_counts, random_parent)
 
 
 @settings(max_examples=40, deadline=None)
@@ -66,18 +65,7 @@ def test_compile_friendly_batches_reuse_graphs():
     assert len(batches) >= 4
 
     def graphs(compile_friendly):
-        torch._dynamo.reset()
-        counters = torch._dynamo.utils.counters
-        counters.clear()
-        compiled = torch.compile(
-            lambda q, k, v, layout: hsa_attention(q, k, v, layout=layout),
-            backend='eager', dynamic=True)
-        for batch in batches:
-            layout = batch.layout(compile_friendly=compile_friendly)
-            q, k, v = (torch.randn(batch.num_nodes, 2, 4) for _ in range(3))
-            torch.testing.assert_close(compiled(q, k, v, layout),
-                                       hsa_attention(q, k, v, layout=layout))
-        return int(counters['stats']['unique_graphs'])
+        return compiled_graph_counts(batches, compile_friendly)[-1]
 
     # At most: the static graph, the dynamic one, and one split of two sizes
     # that happened to be equal in the first batch (dynamo's duck sizing).

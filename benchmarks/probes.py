@@ -1,0 +1,81 @@
+r"""Small measurements quoted in the docs, one subcommand each:
+
+    python benchmarks/probes.py alloc    # writing into a new vs an existing 32 MB tensor
+    python benchmarks/probes.py saved    # bytes saved for backward by hsa_attention at 16k leaves
+    python benchmarks/probes.py layout   # tree_layout build time for typical batches
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, '..'))
+sys.path.insert(0, HERE)
+
+from attention import build_forest  # noqa: E402
+
+from hsa_graph import hsa_attention, tree_layout  # noqa: E402
+
+
+def median_ms(fn, reps=20):
+    fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def alloc():
+    q = torch.randn(8, 16384, 64)                 # exactly 32 MB of float32
+    out = torch.empty_like(q)
+    print(f'q * q into a new tensor: {median_ms(lambda: q * q):.1f} ms; '
+          f'into an existing one: '
+          f'{median_ms(lambda: torch.mul(q, q, out=out)):.1f} ms')
+
+
+def saved():
+    for branching in (16, 64):
+        tree = build_forest(16384, branching, 1, False)
+        layout = tree_layout(tree.edge_index, tree.num_nodes)
+        q, k, v = (torch.randn(tree.num_nodes, 8, 64).requires_grad_()
+                   for _ in range(3))
+        storages = {}
+
+        def pack(t):
+            storage = t.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            hsa_attention(q, k, v, layout=layout)
+        print(f'b={branching}: {sum(storages.values()) / 2**20:.1f} MB saved '
+              f'for backward (distinct storages, inputs included)')
+
+
+def layout():
+    for leaves, batch, ragged in [(1024, 16, True), (4096, 1, False),
+                                  (65536, 1, True)]:
+        tree = build_forest(leaves, 16, batch, ragged)
+        ms = median_ms(lambda: tree_layout(tree.edge_index, tree.num_nodes,
+                                           cache=False), reps=3)
+        print(f"{batch} x {leaves} leaves, {'ragged' if ragged else 'balanced'}"
+              f' ({tree.num_nodes} nodes): {ms:.1f} ms')
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('probe', choices=['alloc', 'saved', 'layout'])
+    parser.add_argument('--threads', type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    globals()[args.probe]()
+
+
+if __name__ == '__main__':
+    main()
