@@ -174,6 +174,64 @@ def test_eager_per_type_rows_match_the_compile_path(monkeypatch):
     torch.testing.assert_close(eager_grad, masked_grad)
 
 
+def count_nonzero_calls(monkeypatch):
+    # Each nonzero() waits for the device: count both spellings.
+    calls = []
+    method, function = torch.Tensor.nonzero, torch.nonzero
+
+    def counted(call):
+        def wrapper(*args, **kwargs):
+            calls.append(1)
+            return call(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(torch.Tensor, 'nonzero', counted(method))
+    monkeypatch.setattr(torch, 'nonzero', counted(function))
+    return calls
+
+
+def test_node_type_rows_are_found_once_per_encoder_forward(monkeypatch):
+    torch.manual_seed(0)
+    h = documents()[0]
+    model = HSAEncoder(16, 16, num_layers=3, heads=2, dropout=0.0,
+                       num_node_types=2, families=None).double()
+    node_type = torch.arange(h.num_nodes) % 2
+    layout = tree_layout(h.edge_index, h.num_nodes)
+    calls = count_nonzero_calls(monkeypatch)
+    model(h.x, h.edge_index, node_type=node_type, layout=layout)
+    assert len(calls) == 2          # once per node type, not per layer
+    # A layer called on its own finds its rows itself, unless given them.
+    layer = model.layers[0]
+    calls.clear()
+    layer(h.x, layout=layout, node_type=node_type)
+    assert len(calls) == 2
+    rows = [(node_type == t).nonzero().flatten() for t in range(2)]
+    calls.clear()
+    layer(h.x, layout=layout, node_type=node_type, node_rows=rows)
+    assert len(calls) == 0
+
+
+def test_precomputed_node_rows_give_the_same_output():
+    torch.manual_seed(0)
+    h = documents()[0]
+    model = HSAEncoder(16, 16, num_layers=3, heads=2, dropout=0.0,
+                       num_node_types=3, families=None).double()
+    node_type = torch.randint(0, 3, (h.num_nodes, ))
+    rows = [(node_type == t).nonzero().flatten() for t in range(3)]
+    layer = model.layers[0]
+    torch.testing.assert_close(
+        layer(h.x, h.edge_index, node_type=node_type, node_rows=rows),
+        layer(h.x, h.edge_index, node_type=node_type))
+    # The encoder's shared rows give what each layer finds on its own.
+    x = h.x
+    for each in model.layers:
+        x = each(x, h.edge_index, node_type=node_type)
+    torch.testing.assert_close(
+        model(h.x, h.edge_index, node_type=node_type), x)
+    with pytest.raises(ValueError, match='node_rows must hold 3'):
+        layer(h.x, h.edge_index, node_type=node_type, node_rows=rows[:2])
+
+
 def test_layout_is_computed_once_and_can_be_passed():
     model = encoder()
     h = Batch.from_data_list(documents())

@@ -1,7 +1,7 @@
 r"""The HSA transformer encoder: the paper's HTE layer, stacked."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,20 @@ def _check_node_type(node_type: Optional[Tensor], num_node_types: int,
         if low < 0 or high >= num_node_types:
             raise ValueError(f'node_type holds values in [{low}, {high}] but '
                              f'the layer has {num_node_types} node types')
+
+
+def _node_type_rows(node_type: Optional[Tensor],
+                    num_node_types: int) -> Optional[List[Tensor]]:
+    r"""The rows of every node type, ``(node_type == t).nonzero()`` for each
+    type :math:`t`, for the eager per-type projection; :obj:`None` where it
+    is not used (one type, no :obj:`node_type`, or under torch.compile)."""
+    if (num_node_types == 1 or node_type is None
+            or torch.compiler.is_compiling()):
+        return None
+    # nonzero() waits for the device (the number of rows is data), so a stack
+    # of layers computes it once and shares it.
+    return [(node_type == type_id).nonzero().flatten()
+            for type_id in range(num_node_types)]
 
 
 class HSAEncoderLayer(nn.Module):
@@ -126,10 +140,12 @@ class HSAEncoderLayer(nn.Module):
                 module.reset_parameters()
         self.ffn_norm.reset_parameters()
 
-    def project_qkv(self, x: Tensor, node_type: Optional[Tensor] = None):
+    def project_qkv(self, x: Tensor, node_type: Optional[Tensor] = None,
+                    node_rows: Optional[Sequence[Tensor]] = None):
         r"""Per-type projections, split into heads, with LayerNorm on the
         queries and keys. Returns ``(query, key, value)``, each
-        ``[N, H, C / H]``."""
+        ``[N, H, C / H]``. :obj:`node_rows` are the rows of each node type
+        (see :meth:`forward`), computed from :obj:`node_type` if not given."""
         if self.num_node_types == 1:
             qkv = self.qkv[0](x)
         elif torch.compiler.is_compiling():
@@ -142,9 +158,14 @@ class HSAEncoderLayer(nn.Module):
                 qkv = qkv + torch.where(mine, lin(x), 0.0)
         else:
             # Eager: each type's rows only (T times less work for T types).
+            if node_rows is None:
+                node_rows = _node_type_rows(node_type, self.num_node_types)
+            elif len(node_rows) != self.num_node_types:
+                raise ValueError(f'node_rows must hold {self.num_node_types} '
+                                 f'index tensors (one per node type), got '
+                                 f'{len(node_rows)}')
             qkv = x.new_empty(x.size(0), 3 * self.channels)
-            for type_id, lin in enumerate(self.qkv):
-                rows = (node_type == type_id).nonzero().flatten()
+            for rows, lin in zip(node_rows, self.qkv):
                 qkv = qkv.index_copy(0, rows, lin(x.index_select(0, rows)))
         shape = (x.size(0), self.heads, self.head_channels)
         query, key, value = qkv.split(self.channels, dim=-1)
@@ -155,7 +176,8 @@ class HSAEncoderLayer(nn.Module):
     def forward(self, x: Tensor, edge_index: Optional[Tensor] = None,
                 pos_embedding: Optional[Tensor] = None,
                 node_type: Optional[Tensor] = None,
-                layout: Optional[TreeLayout] = None) -> Tensor:
+                layout: Optional[TreeLayout] = None,
+                node_rows: Optional[Sequence[Tensor]] = None) -> Tensor:
         r"""
         Args:
             x (torch.Tensor): ``[N, C]`` node features (leaf rows are read).
@@ -166,6 +188,13 @@ class HSAEncoderLayer(nn.Module):
             node_type (torch.Tensor, optional): ``[N]`` type of every node,
                 in ``[0, num_node_types)``.
             layout (TreeLayout, optional): the forest's precomputed layout.
+            node_rows (list of torch.Tensor, optional): the rows of each node
+                type, ``node_rows[t] = (node_type == t).nonzero().flatten()``,
+                precomputed so that a stack of layers waits on the device
+                once (:class:`HSAEncoder` passes them); computed from
+                :obj:`node_type` here otherwise. Used by the eager per-type
+                projection only (ignored with one node type and under
+                torch.compile). (default: :obj:`None`)
         """
         if x.dim() != 2 or x.size(-1) != self.channels:
             raise ValueError(f'x must be [N, {self.channels}], got '
@@ -178,7 +207,7 @@ class HSAEncoderLayer(nn.Module):
         if (pos_embedding is None) != (self.pos_proj is None):
             raise ValueError('pos_embedding must be given exactly when the '
                              'layer was built with pos_channels')
-        query, key, value = self.project_qkv(x, node_type)
+        query, key, value = self.project_qkv(x, node_type, node_rows)
         pos = None
         if self.pos_proj is not None:
             pos = self.pos_proj(pos_embedding).view(
@@ -203,7 +232,8 @@ class HSAEncoder(nn.Module):
     paper: an input projection, one shared
     :class:`~hsa_graph.nn.FamilyPositionEncoder` (each layer projects its
     output to its own heads) and :obj:`num_layers` HTE layers. The tree
-    layout is computed once per forward and shared by every layer and head.
+    layout, and in eager mode the rows of each node type, are computed once
+    per forward and shared by every layer and head.
 
     The flat-attention baseline (the paper's FSA) is the same module run on
     :func:`~hsa_graph.convert.flatten_hierarchy` trees: same code, same
@@ -300,8 +330,12 @@ class HSAEncoder(nn.Module):
                                  '(or build it with families=None)')
             pos_embedding = self.pos_encoder(pos.to(x.dtype), family_type)
         x = self.input_proj(x)
+        # Invalid node types are reported by the first layer's check, before
+        # these rows are read.
+        node_rows = _node_type_rows(node_type, self.layers[0].num_node_types)
         for layer in self.layers:
-            x = layer(x, edge_index, pos_embedding, node_type, layout)
+            x = layer(x, edge_index, pos_embedding, node_type, layout,
+                      node_rows=node_rows)
         return x
 
     def __repr__(self) -> str:
