@@ -1,8 +1,8 @@
 r"""The cached structure of a forest: everything HSA needs that depends on the
 tree alone (levels, families, leaf counts), computed once per batch.
 
-Nodes are renumbered into *level order*: sorted by depth, then by parent, then
-by original id. Every level is then a contiguous slice and every family (the
+Nodes are renumbered into *level order*: sorted by depth, then by their
+parent's level-order position, then by original id. Every level is then a contiguous slice and every family (the
 children of one node) a contiguous run inside it, so the numeric passes are
 plain slices, gathers and sorted segment sums with no Python loop over nodes.
 """
@@ -113,6 +113,10 @@ class TreeLayout:
     leaf_count_lo: Tensor    # [N] n(A), float64
     levels: List[LevelLayout] = field(default_factory=list)
     num_trees: int = 0
+    # Runs of consecutive node ids within a level, in node order, as
+    # (node start, level, offset in level, length); None when the runs are
+    # too short to beat an index gather (or for compile-friendly layouts).
+    node_segments: Optional[List[Tuple[int, int, int, int]]] = None
 
     @property
     def num_levels(self) -> int:
@@ -288,8 +292,8 @@ def _level_buckets(level_start: int, level_size: int, parents: Tensor,
 def _uniform_fanout(child_count: Tensor,
                     child_parent_local: Optional[Tensor]) -> bool:
     # True when the next level is exactly [children of node 0, children of
-    # node 1, ...] with equal counts. (Level order sorts a level by its
-    # parents' ids, which need not follow the parents' own level order.)
+    # node 1, ...] with equal counts (level order guarantees the order; the
+    # check stays cheap and explicit).
     if child_parent_local is None or int(child_count.min()) == 0:
         return False
     fanout = int(child_count[0])
@@ -299,16 +303,35 @@ def _uniform_fanout(child_count: Tensor,
     return bool(torch.equal(child_parent_local, expected))
 
 
+def _level_order(parent: Tensor, depth: Tensor,
+                 level_ptr: List[int]) -> Tuple[Tensor, Tensor]:
+    r"""Level order: by depth, then by the parent's level-order position
+    (then by id). Sorting by the parent's position rather than its id makes
+    each level's families follow their parents' order whatever the node
+    labels are, so a level of equal fan-outs is always a reshape
+    (:attr:`LevelLayout.uniform_fanout`)."""
+    num_nodes = parent.numel()
+    by_depth = torch.sort(depth, stable=True).indices
+    order = torch.empty_like(by_depth)
+    rank = torch.empty_like(by_depth)
+    for level in range(len(level_ptr) - 1):
+        lo, hi = level_ptr[level], level_ptr[level + 1]
+        ids = by_depth[lo:hi]
+        if level > 0:
+            ids = ids[torch.sort(rank[parent[ids]], stable=True).indices]
+        order[lo:hi] = ids
+        rank[ids] = torch.arange(lo, hi)
+    assert hi == num_nodes
+    return order, rank
+
+
 def _build(parent: Tensor, num_nodes: int, exact_bucket_limit: int = 8,
            compile_friendly: bool = False) -> TreeLayout:
     depth, _ = _depth_and_root(parent)
     num_levels = int(depth.max()) + 1
-    key = depth * (num_nodes + 1) + (parent + 1)
-    order = torch.sort(key, stable=True).indices
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(num_nodes)
     level_ptr = [0] + torch.cumsum(
         torch.bincount(depth, minlength=num_levels), 0).tolist()
+    order, rank = _level_order(parent, depth, level_ptr)
 
     parent_lo = torch.where(parent[order] >= 0,
                             rank[parent[order].clamp(min=0)],
@@ -368,12 +391,38 @@ def _build(parent: Tensor, num_nodes: int, exact_bucket_limit: int = 8,
             _uniform_fanout(child_count_lo[lo:hi], parent_local[level + 1])
 
     return TreeLayout(
+        node_segments=None if compile_friendly else _node_segments(
+            order, level_ptr),
         num_nodes=num_nodes, order=order, rank=rank,
         identity_order=not compile_friendly and bool(
             (order == positions).all()), parent=parent,
         depth=depth, level_ptr=level_ptr, parent_local=parent_local,
         is_leaf_lo=is_leaf_lo, leaf_count_lo=leaf_count_lo, levels=levels,
         num_trees=int((parent < 0).sum()))
+
+
+def _node_segments(order: Tensor, level_ptr: List[int],
+                   min_run: int = 64) -> Optional[List[Tuple[int, int, int,
+                                                             int]]]:
+    r"""Splits the level order into runs of consecutive node ids (a batch of
+    trees stored level by level has one run per tree and level), so that
+    moving rows between node and level order is a few slice copies instead
+    of an index gather. ``None`` when the runs average under
+    :obj:`min_run` rows."""
+    num_nodes = order.numel()
+    breaks = torch.ones(num_nodes, dtype=torch.bool)
+    breaks[1:] = order[1:] != order[:-1] + 1
+    breaks[torch.tensor(level_ptr[:-1], dtype=torch.long)] = True
+    starts = breaks.nonzero().flatten()
+    if starts.numel() * min_run > num_nodes:
+        return None
+    lengths = torch.diff(starts, append=torch.tensor([num_nodes]))
+    level = torch.bucketize(starts, torch.tensor(level_ptr[1:-1]),
+                            right=True)
+    offset = starts - torch.tensor(level_ptr)[level]
+    segments = sorted(zip(order[starts].tolist(), level.tolist(),
+                          offset.tolist(), lengths.tolist()))
+    return segments
 
 
 class _LayoutCache:

@@ -228,8 +228,11 @@ def test_degenerate_trees_are_finite(include_self):
 @pytest.mark.parametrize('parent', [
     # uniform fan-out on every level (reshape passes throughout)
     [-1, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6],
-    # uniform counts but families in the opposite order (gather passes)
+    # labels against the level order (still reshape passes: level order
+    # follows the parents' order)
     [-1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 11, 1, 12, 12, 13],
+    # unequal fan-outs (gather and scatter passes)
+    [-1, 0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7],
     # uniform root, chains below, then a family
     [-1, 0, 0, 1, 2, 3, 3, 4, 4],
 ])

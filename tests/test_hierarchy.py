@@ -124,10 +124,25 @@ def test_uniform_fanout_needs_equal_counts_in_level_order():
         ).levels[1].uniform_fanout
 
 
-def test_uniform_fanout_rejects_reversed_family_order():
-    # Nodes 13 (parent 1) and 11 (parent 2) are level 2 in that order, and
-    # their only children 16 and 12 come sorted by parent id: 12 first.
+def test_level_order_follows_the_parents_order():
+    # Nodes 13 (parent 1) and 11 (parent 2) are level 2 in that order; their
+    # only children 16 and 12 must follow them in that order (sorting by
+    # parent id would put 12 first and break the reshape passes).
     parent = [-1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 11, 1, 12, 12, 13]
     layout = Hierarchy.from_parent(parent).layout()
-    level2 = layout.levels[2]
-    assert level2.size == 2 and not level2.uniform_fanout
+    assert layout.levels[2].node_ids.tolist() == [13, 11]
+    assert layout.levels[3].node_ids.tolist() == [16, 12]
+    assert layout.levels[2].uniform_fanout
+    # Whatever the labels: a relabelled balanced tree keeps every level
+    # a reshape.
+    from hsa_graph.datasets.fake import balanced_parent
+    base = balanced_parent(64, 4)
+    perm = torch.randperm(base.numel(), generator=torch.Generator(
+        ).manual_seed(0))
+    relabelled = torch.full_like(base, -1)
+    relabelled[perm[base >= 0]] = perm[base[base >= 0]]
+    layout = Hierarchy.from_parent(relabelled).layout()
+    assert all(level.uniform_fanout for level in layout.levels[:-1])
+    for level in layout.levels[1:]:     # families in their parents' order
+        assert torch.equal(level.parent_local,
+                           level.parent_local.sort().values)

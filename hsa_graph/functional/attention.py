@@ -187,14 +187,16 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
     pos_levels = _level_positions(pos, layout, dtype)
 
     # The deepest level first when its families are the children of the
-    # level above: its softmax node then also sums the parents' totals, so
-    # the largest level's gradient is written once, not once per pass.
-    bottom, totals = None, (None, None, None)
+    # level above: its softmax node then also sums the parents' totals, and
+    # step 4 there is one fused node (family_mixture.py), so the largest
+    # level's tensors and gradients are written once, not once per pass.
+    bottom, leaf, totals = None, None, (None, None, None)
     if _fusable_bottom(layout):
-        mass, mixed, *totals = _bucket_softmax(
+        mass, mixed, *totals, leaf = _bucket_softmax(
             query_levels[-1], key_levels[-1], value_levels[-1],
             None if pos_levels is None else pos_levels[-1],
-            layout.levels[-1].buckets[0], scale, family_sums=True)
+            layout.levels[-1].buckets[0], scale, family_sums=True,
+            fused_down=True)
         bottom = (mass, mixed)
 
     # 1. up: mean query, key and value of the leaves below every node.
@@ -213,10 +215,10 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
         self_logit, log_sibling_mass, layout, include_self)
 
     # 4. down: the stick-breaking mixture, root to leaves.
-    out_levels = _mixture_down(log_inner_mass, sibling_mass, log_partition,
-                               sibling_value, value_levels, layout,
-                               include_self)
+    out_levels, out_totals = _mixture_down(
+        log_inner_mass, sibling_mass, log_partition, sibling_value,
+        value_levels, layout, include_self, leaf)
 
     # Leaves keep their output; internal rows get the mean over their leaves.
-    out_levels = _leaf_means_levels(out_levels, layout)
+    out_levels = _leaf_means_levels(out_levels, layout, out_totals)
     return _from_levels(out_levels, layout).to(value.dtype)

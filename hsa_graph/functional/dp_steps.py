@@ -4,7 +4,7 @@ stick-breaking mixture top-down."""
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -12,15 +12,31 @@ from torch import Tensor
 from ..layout import FamilyBucket, TreeLayout
 from .levels import Levels, _gather_members
 from .passes import children_sum
+from .family_mixture import family_mixture
 from .sibling_softmax import sibling_softmax
+
+
+class LeafFamilies(NamedTuple):
+    r"""What the fused leaf mixture (step 4 on the deepest level) reuses
+    from that level's sibling softmax (step 2)."""
+    query: Tensor           # (H * F, B, C)
+    key: Tensor
+    value: Tensor           # (H * F, B, Cv)
+    bias: Tensor            # (H | 1, F, B, B)
+    mass: Tensor            # (H, F, B)
+    channel: Tensor         # the softmax's logit channel
+    scale: float
 
 
 def _bucket_softmax(query: Tensor, key: Tensor, value: Optional[Tensor],
                     pos: Optional[Tensor], bucket: FamilyBucket, scale: float,
-                    family_sums: bool = False) -> Tuple:
+                    family_sums: bool = False, fused_down: bool = False
+                    ) -> Tuple:
     r"""The sibling softmax of one bucket's families, from ``[H, n, *]``
     level rows: ``[H, F * B]`` masses, ``[H, F * B, Cv]`` mixtures, and with
-    :obj:`family_sums` the ``[H, F, C]`` member sums of q, k and v."""
+    :obj:`family_sums` the ``[H, F, C]`` member sums of q, k and v. With
+    :obj:`fused_down` the mixture is left to :func:`family_mixture` (step
+    4) and a :class:`LeafFamilies` is returned last."""
     heads = query.size(0)
     num_families, size = bucket.member_index.shape
     q = _gather_members(query, bucket)                  # (H*F, B, C)
@@ -31,14 +47,19 @@ def _bucket_softmax(query: Tensor, key: Tensor, value: Optional[Tensor],
         bias = bias + torch.bmm(p, p.transpose(1, 2)).view(
             -1, num_families, size, size)
     v = None if value is None else _gather_members(value, bucket)
-    mass, mixed, *sums = sibling_softmax(q, k, v, bias, scale, heads,
-                                         family_sums)
-    mass = mass.reshape(heads, -1)
+    mass, mixed, *sums = sibling_softmax(
+        q, k, v, bias, scale, heads, family_sums, mixture=not fused_down,
+        logit_channel=fused_down)
+    leaf = None
+    if fused_down:   # the mixer reads v through the softmax (see there)
+        leaf = LeafFamilies(q, k, mixed, bias, mass, sums.pop(), scale)
+        mixed = None
+    flat_mass = mass.reshape(heads, -1)
     if mixed is not None:
         mixed = mixed.view(heads, -1, v.size(-1))
     sums = [None if t is None else t.view(heads, num_families, -1)
             for t in sums]
-    return (mass, mixed, *sums)
+    return (flat_mass, mixed, *sums) + ((leaf, ) if fused_down else ())
 
 
 def _fusable_bottom(layout: TreeLayout) -> bool:
@@ -163,14 +184,23 @@ def _accumulate(out: Optional[Tensor], weight: Tensor, value: Tensor,
 def _mixture_down(log_inner_mass: Levels, sibling_mass: Levels,
                   log_partition: Levels, sibling_value: Levels,
                   value_levels: Levels, layout: TreeLayout,
-                  include_self: bool) -> Levels:
+                  include_self: bool,
+                  leaf: Optional[LeafFamilies] = None
+                  ) -> Tuple[Levels, Optional[Tensor]]:
     r"""Step 4, top-down: ``u(A) = u(pa(A)) + log mu(A)`` and
     ``out(A) = out(pa(A)) + exp(u(pa(A)) + log(1 - mu(A))) * vt(A)``
     (plus ``exp(u(i)) * v_i`` for a leaf under :obj:`include_self`).
-    Returns per level ``[H, n, Cv]``."""
+    Returns per level ``[H, n, Cv]`` and, when :obj:`leaf` fuses the
+    deepest level, the ``[H, P, Cv]`` sums of its outputs per parent."""
     out_levels: Levels = []
     reach, out = None, None                  # u and out of the level above
     for depth, level in enumerate(layout.levels):
+        if leaf is not None and depth == layout.num_levels - 1:
+            out, totals = _leaf_mixture_down(
+                leaf, reach, out, log_inner_mass[depth], sibling_mass[depth],
+                log_partition[depth], include_self)
+            out_levels.append(out)
+            return out_levels, totals
         partition = log_partition[depth]                      # (H, n)
         sib = level.has_siblings[None, :]
         minus_inf = torch.full_like(partition, -math.inf)
@@ -220,7 +250,29 @@ def _mixture_down(log_inner_mass: Levels, sibling_mass: Levels,
         else:   # only-child levels leave the parents' rows as they are
             out = out.expand(group(value_levels[depth]).shape).reshape(shape)
         out_levels.append(out)
-    return out_levels
+    return out_levels, None
+
+
+def _leaf_mixture_down(leaf: LeafFamilies, reach: Tensor,
+                       out: Optional[Tensor], log_inner_mass: Tensor,
+                       sibling_mass: Tensor, partition: Tensor,
+                       include_self: bool) -> Tuple[Tensor, Tensor]:
+    r"""Step 4 on a fusable deepest level (every node a leaf with siblings,
+    families = the children of the level above): the stick-breaking
+    weights per member, then one :func:`family_mixture` node."""
+    heads, num_parents = reach.shape
+    group = _family_blocks(num_parents)
+    reach_parent = reach.unsqueeze(2)                        # (H, P, 1)
+    leave = torch.exp(reach_parent + group(sibling_mass - partition))
+    self_weight = None
+    if include_self:   # log mu = -phi - logZ (every leaf has siblings)
+        self_weight = torch.exp(reach_parent +
+                                group(log_inner_mass - partition))
+    mixed, totals = family_mixture(
+        leaf.query, leaf.key, leaf.value, leaf.bias, leaf.mass, leaf.channel,
+        leave, self_weight, out, leaf.scale, heads)
+    return (mixed.view(heads, -1, mixed.size(-1)),
+            totals.view(heads, num_parents, -1))
 
 
 def _as_is(t: Tensor) -> Tensor:

@@ -28,46 +28,66 @@ def _logits(query: Tensor, key: Tensor, bias: Tensor, scale: float,
 
 
 def _scaled_bmm(left: Tensor, right: Tensor, scale: float) -> Tensor:
-    # scale * (left @ right) in one kernel (beta=0 ignores the input).
+    # scale * (left @ right) in one kernel (beta=0 ignores the input), and
+    # in place: out-of-place baddbmm would allocate a second output.
     out = left.new_empty(left.size(0), left.size(1), right.size(2))
-    return torch.baddbmm(out, left, right, beta=0.0, alpha=scale)
+    return out.baddbmm_(left, right, beta=0.0, alpha=scale)
 
 
 def _plus_broadcast(out: Optional[Tensor], family_grad: Optional[Tensor],
-                    like: Tensor) -> Optional[Tensor]:
+                    shape: torch.Size) -> Optional[Tensor]:
     r"""``out + family_grad`` broadcast over each family's members."""
     if family_grad is None:
         return out
     family_grad = family_grad.unsqueeze(1)              # (H*F, 1, C)
     if out is None:
-        return family_grad.expand(like.shape)
+        return family_grad.expand(shape)
+    if torch.is_grad_enabled() or not out.is_contiguous():
+        # double backward keeps the graph intact; a strided view stays as is
+        return out + family_grad
     return out.add_(family_grad)
 
 
 class _SiblingSoftmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, query: Tensor, key: Tensor, value: Optional[Tensor],
-                bias: Tensor, scale: float, heads: int, family_sums: bool):
+                bias: Tensor, scale: float, heads: int, family_sums: bool,
+                mixture: bool, logit_channel: bool):
         logits = _logits(query, key, bias, scale, heads)
         mass = torch.logsumexp(logits, dim=-1)           # (H, F, B)
         ctx.scale, ctx.heads = scale, heads
-        ctx.save_for_backward(query, key, value, bias, mass)
+        ctx.value_shape = None if value is None else value.shape
+        ctx.passes_value = value is not None and not mixture
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(query, key, value if mixture else None, bias,
+                              mass)
         sums = (None, None, None)
         if family_sums:
             sums = tuple(None if t is None else t.sum(1)
                          for t in (query, key, value))
-        if value is None:
-            return (mass, None) + sums
+        # A zero-stride stand-in for the logits: a later node that reuses
+        # these logits returns their gradient through it (see
+        # family_mixture.py), so q and k get one gradient write, not two.
+        channel = mass.new_zeros(()).expand(logits.shape) \
+            if logit_channel else None
+        if value is None or not mixture:
+            # Without a mixture here, the value is passed on for the node
+            # that mixes it: then v has one consumer, this node, which adds
+            # its family-sum gradient into the mixer's gradient in place
+            # (two consumers would make autograd allocate their sum).
+            passed = None if value is None else value.detach()
+            return (mass, passed) + sums + (channel, )
         weights = logits.sub_(mass.unsqueeze(-1)).exp_()
         size = query.size(1)
         mixed = torch.bmm(weights.view(-1, size, size), value)
-        return (mass, mixed) + sums
+        return (mass, mixed) + sums + (channel, )
 
     @staticmethod
     def backward(ctx, grad_mass: Optional[Tensor],
                  grad_mixed: Optional[Tensor], grad_query_sum: Optional[Tensor],
                  grad_key_sum: Optional[Tensor],
-                 grad_value_sum: Optional[Tensor]):
+                 grad_value_sum: Optional[Tensor],
+                 grad_channel: Optional[Tensor]):
         query, key, value, bias, mass = ctx.saved_tensors
         scale, heads = ctx.scale, ctx.heads
         size = query.size(1)
@@ -80,6 +100,8 @@ class _SiblingSoftmax(torch.autograd.Function):
                                      grad_mixed is not None):
             weights = torch.exp(_logits(query, key, bias, scale, heads) -
                                 mass.unsqueeze(-1))      # (H, F, B, B)
+        if ctx.passes_value:
+            grad_value, grad_mixed = grad_mixed, None
         if value is not None and grad_mixed is not None:
             flat_weights = weights.view(-1, size, size).transpose(1, 2)
             if grad_value_sum is None:
@@ -95,25 +117,30 @@ class _SiblingSoftmax(torch.autograd.Function):
             grad_logits = weights * (grad_weights + row_term)
         elif row_term is not None:
             grad_logits = weights * row_term
+        if grad_channel is not None:
+            grad_logits = grad_channel if grad_logits is None else \
+                grad_logits.add_(grad_channel)
         grad_query = grad_key = grad_bias = None
         if grad_logits is not None:
-            flat = grad_logits.view(-1, size, size)
+            flat = grad_logits.reshape(-1, size, size)
             grad_query = _scaled_bmm(flat, key, scale)
             grad_key = _scaled_bmm(flat.transpose(1, 2), query, scale)
             if ctx.needs_input_grad[3]:
                 grad_bias = grad_logits
                 if bias.size(0) == 1 and heads > 1:
                     grad_bias = grad_bias.sum(0, keepdim=True)
-        grad_query = _plus_broadcast(grad_query, grad_query_sum, query)
-        grad_key = _plus_broadcast(grad_key, grad_key_sum, key)
-        if value is not None:
-            grad_value = _plus_broadcast(grad_value, grad_value_sum, value)
-        return grad_query, grad_key, grad_value, grad_bias, None, None, None
+        grad_query = _plus_broadcast(grad_query, grad_query_sum, query.shape)
+        grad_key = _plus_broadcast(grad_key, grad_key_sum, key.shape)
+        if ctx.value_shape is not None:
+            grad_value = _plus_broadcast(grad_value, grad_value_sum,
+                                         ctx.value_shape)
+        return (grad_query, grad_key, grad_value, grad_bias) + (None,) * 5
 
 
 def sibling_softmax(query: Tensor, key: Tensor, value: Optional[Tensor],
                     bias: Tensor, scale: float, heads: int,
-                    family_sums: bool = False) -> Tuple:
+                    family_sums: bool = False, mixture: bool = True,
+                    logit_channel: bool = False) -> Tuple:
     r"""Masked softmax inside every family.
 
     Args:
@@ -128,11 +155,18 @@ def sibling_softmax(query: Tensor, key: Tensor, value: Optional[Tensor],
             the children of the level above, these are the parents' totals;
             their gradient is then added inside this node's backward, in the
             same kernels, instead of as separate broadcast copies.
+        mixture: compute the softmax mixture of :obj:`value` (otherwise
+            :obj:`value` is only summed, for :obj:`family_sums`).
+        logit_channel: also return a zero-stride ``(H, F, B, B)`` tensor
+            through which a later node that reuses these logits (the fused
+            leaf mixture) returns the logits' gradient.
 
     Returns:
         ``(mass, mixed, query_sum, key_sum, value_sum)``: ``(H, F, B)`` log
-        masses, ``(H * F, B, Cv)`` mixtures (or :obj:`None`), and the sums
-        (or :obj:`None` without :obj:`family_sums`).
+        masses, ``(H * F, B, Cv)`` mixtures (or :obj:`None`) and the sums
+        (or :obj:`None` without :obj:`family_sums`); with
+        :obj:`logit_channel` the channel follows.
     """
-    return _SiblingSoftmax.apply(query, key, value, bias, scale, heads,
-                                 family_sums)
+    outputs = _SiblingSoftmax.apply(query, key, value, bias, scale, heads,
+                                    family_sums, mixture, logit_channel)
+    return outputs if logit_channel else outputs[:5]
