@@ -210,3 +210,27 @@ def test_leaf_sized_tensors_per_step(kind):
     with counter:
         hsa_attention(q, k, v, layout=layout).backward(grad)
     assert counter.count <= 12, counter.count
+
+
+def test_padded_buckets_gathered_in_one_node():
+    # Ten family sizes (2..11) under one root: more than the exact-bucket
+    # limit, so families are padded to 2, 4, 8 and 16 (padding repeats a
+    # member) and the level's gathered buckets are gathered in one node.
+    parent = [-1] + [0] * 10
+    for i, size in enumerate(range(2, 12)):
+        parent += [1 + i] * size
+    h = Hierarchy.from_parent(parent)
+    layout = tree_layout(h.edge_index, h.num_nodes)
+    buckets = layout.levels[2].buckets
+    assert sum(b.contiguous_start is None for b in buckets) >= 2
+    q, k, v = (t.requires_grad_() for t in qkv(h.num_nodes, seed=6))
+    pos = torch.randn(h.num_nodes, 2, dtype=torch.float64,
+                      requires_grad=True)
+    for include_self in (False, True):
+        assert_matches_dense_reference(q.detach(), k.detach(), v.detach(),
+                                       h.edge_index, pos=pos.detach(),
+                                       include_self=include_self)
+        assert torch.autograd.gradcheck(
+            lambda q, k, v, pos: hsa_attention(
+                q, k, v, h.edge_index, pos=pos, include_self=include_self),
+            (q, k, v, pos))

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..layout import FamilyBucket, TreeLayout
-from .levels import Levels, _gather_members
+from .levels import Levels, _gather_level_members, _gather_members
 from .passes import children_sum
 from .family_mixture import family_mixture
 from .sibling_softmax import sibling_softmax
@@ -30,23 +30,25 @@ class LeafFamilies(NamedTuple):
 
 def _bucket_softmax(query: Tensor, key: Tensor, value: Optional[Tensor],
                     pos: Optional[Tensor], bucket: FamilyBucket, scale: float,
-                    family_sums: bool = False, fused_down: bool = False
-                    ) -> Tuple:
+                    family_sums: bool = False, fused_down: bool = False,
+                    gathered: bool = False) -> Tuple:
     r"""The sibling softmax of one bucket's families, from ``[H, n, *]``
-    level rows: ``[H, F * B]`` masses, ``[H, F * B, Cv]`` mixtures, and with
+    level rows (or, with :obj:`gathered`, their ``[H * F, B, *]`` family
+    blocks): ``[H, F * B]`` masses, ``[H, F * B, Cv]`` mixtures, and with
     :obj:`family_sums` the ``[H, F, C]`` member sums of q, k and v. With
     :obj:`fused_down` the mixture is left to :func:`family_mixture` (step
     4) and a :class:`LeafFamilies` is returned last."""
-    heads = query.size(0)
     num_families, size = bucket.member_index.shape
-    q = _gather_members(query, bucket)                  # (H*F, B, C)
-    k = _gather_members(key, bucket)
+    if not gathered:
+        query, key, value, pos = (
+            None if t is None else _gather_members(t, bucket)
+            for t in (query, key, value, pos))
+    q, k, v, p = query, key, value, pos                 # (H*F, B, *)
+    heads = q.size(0) // num_families
     bias = bucket.sibling_mask.to(q.dtype).view(1, num_families, size, size)
-    if pos is not None:
-        p = _gather_members(pos, bucket)                # (H|1*F, B, P)
+    if p is not None:
         bias = bias + torch.bmm(p, p.transpose(1, 2)).view(
             -1, num_families, size, size)
-    v = None if value is None else _gather_members(value, bucket)
     mass, mixed, *sums = sibling_softmax(
         q, k, v, bias, scale, heads, family_sums, mixture=not fused_down,
         logit_channel=fused_down)
@@ -98,11 +100,13 @@ def _family_softmax(mean_query: Levels, mean_key: Levels,
                 values.append(None)
             continue
         level_masses, level_values = [], []
-        for bucket in level.buckets:
-            mass, mixed = _bucket_softmax(
-                mean_query[depth], mean_key[depth],
-                None if values is None else mean_value[depth],
-                None if pos is None else pos[depth], bucket, scale)[:2]
+        blocks = zip(*(_gather_level_members(rows, level.buckets) for rows in (
+            mean_query[depth], mean_key[depth],
+            None if values is None else mean_value[depth],
+            None if pos is None else pos[depth])))
+        for bucket, (q, k, v, p) in zip(level.buckets, blocks):
+            mass, mixed = _bucket_softmax(q, k, v, p, bucket, scale,
+                                          gathered=True)[:2]
             level_masses.append(mass)
             if values is not None:
                 level_values.append(mixed)

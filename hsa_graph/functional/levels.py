@@ -194,3 +194,45 @@ def _gather_members(rows: Tensor, bucket: FamilyBucket) -> Tensor:
     else:
         block = rows.index_select(1, bucket.member_index.flatten())
     return block.reshape(-1, size, rows.size(-1))
+
+
+def _gather_level_members(rows: Optional[Tensor],
+                          buckets: List[FamilyBucket]
+                          ) -> List[Optional[Tensor]]:
+    r""":func:`_gather_members` for every bucket of a level. With several
+    gathered buckets, eager mode gathers them in one autograd node whose
+    backward writes one ``[H, n, C]`` gradient: per-bucket ``index_select``
+    would zero-fill a level-sized gradient per bucket and then add them."""
+    if rows is None:
+        return [None] * len(buckets)
+    gathered = [bucket.contiguous_start is None for bucket in buckets]
+    if sum(gathered) < 2 or torch.compiler.is_compiling() or \
+            not rows.requires_grad:
+        return [_gather_members(rows, bucket) for bucket in buckets]
+    indices = [bucket.member_index for bucket, g in zip(buckets, gathered)
+               if g]
+    blocks = iter(_GatherMembers.apply(rows, *indices))
+    return [next(blocks) if g else _gather_members(rows, bucket)
+            for bucket, g in zip(buckets, gathered)]
+
+
+class _GatherMembers(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, rows: Tensor, *indices: Tensor):
+        ctx.save_for_backward(*indices)
+        ctx.rows_shape = rows.shape
+        ctx.set_materialize_grads(False)
+        return tuple(rows.index_select(1, index.flatten()).reshape(
+            -1, index.size(1), rows.size(-1)) for index in indices)
+
+    @staticmethod
+    def backward(ctx, *grads: Optional[Tensor]):
+        indices = ctx.saved_tensors
+        heads, _, channels = ctx.rows_shape
+        first = next(g for g in grads if g is not None)
+        grad = first.new_zeros(ctx.rows_shape)
+        for index, g in zip(indices, grads):
+            if g is not None:   # padding repeats a member: add, not copy
+                grad.index_add_(1, index.flatten(),
+                                g.reshape(heads, -1, channels))
+        return (grad, ) + (None, ) * len(indices)
