@@ -3,9 +3,11 @@ r"""Small measurements quoted in the docs, one subcommand each:
     python benchmarks/probes.py alloc    # writing into a new vs an existing 32 MB tensor
     python benchmarks/probes.py saved    # bytes saved for backward by hsa_attention at 16k leaves
     python benchmarks/probes.py layout   # tree_layout build time for typical batches
+    python benchmarks/probes.py gather   # gathering a level of a batch: index_select vs indexing
 """
 import argparse
 import os
+import resource
 import statistics
 import sys
 import time
@@ -68,9 +70,28 @@ def layout():
               f' ({tree.num_nodes} nodes): {ms:.1f} ms')
 
 
+def gather():
+    # A batch of 8 trees of 4,096 leaves: 34,952 nodes; one level of 128
+    # rows and the leaf level of 32,768, gathered head-major from the
+    # [N, H, C] rows as the level passes do.
+    rows = torch.randn(34952, 8, 64).transpose(0, 1)     # strided view
+    gen = torch.Generator().manual_seed(0)
+    for size in (128, 32768):
+        ids = torch.randperm(34952, generator=gen)[:size]
+        for name, fn in [('index_select', lambda: rows.index_select(1, ids)),
+                         ('indexing', lambda: rows[:, ids])]:
+            fn()
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            ms = median_ms(fn, reps=10)
+            faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt -
+                      faults) / 11
+            print(f'{size:6d}-row level, {name:12s}: {ms:6.2f} ms, '
+                  f'{faults:8.0f} page faults per call')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('probe', choices=['alloc', 'saved', 'layout'])
+    parser.add_argument('probe', choices=['alloc', 'saved', 'layout', 'gather'])
     parser.add_argument('--threads', type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
