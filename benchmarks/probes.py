@@ -4,6 +4,7 @@ r"""Small measurements quoted in the docs, one subcommand each:
     python benchmarks/probes.py saved    # bytes saved for backward by hsa_attention at 16k leaves
     python benchmarks/probes.py layout   # tree_layout build time for typical batches
     python benchmarks/probes.py gather   # gathering a level of a batch: index_select vs indexing
+    python benchmarks/probes.py peak     # peak live tensor bytes of a step (device-independent)
 """
 import argparse
 import os
@@ -89,9 +90,60 @@ def gather():
                   f'{faults:8.0f} page faults per call')
 
 
+class _LiveBytes(torch.utils._python_dispatch.TorchDispatchMode):
+    r"""Tracks the bytes of tensor storages created inside the mode and
+    still alive: the peak is what a caching GPU allocator must hold at
+    least (``torch.cuda.max_memory_allocated`` minus the inputs), measured
+    on any device."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.peak, self.seen = 0, 0, set()
+
+    def _free(self, key, nbytes):
+        self.seen.discard(key)
+        self.live -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        import weakref
+        out = func(*args, **(kwargs or {}))
+        for t in torch.utils._pytree.tree_leaves(out):
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            key = storage.data_ptr()
+            if key in self.seen or storage.nbytes() == 0:
+                continue
+            self.seen.add(key)
+            self.live += storage.nbytes()
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(storage, self._free, key, storage.nbytes())
+        return out
+
+
+def peak():
+    for leaves, dtype in [(16384, torch.float32), (65536, torch.float32),
+                          (65536, torch.bfloat16)]:
+        tree = build_forest(leaves, 16, 1, False)
+        layout = tree_layout(tree.edge_index, tree.num_nodes)
+        q, k, v = (torch.randn(tree.num_nodes, 8, 64).to(dtype)
+                   .requires_grad_() for _ in range(3))
+        unit = tree.num_nodes * 8 * 64 * q.element_size()
+        mode = _LiveBytes()
+        with mode:
+            out = hsa_attention(q, k, v, layout=layout)
+            grads = torch.autograd.grad(out.float().square().sum(),
+                                        (q, k, v))
+            del out, grads
+        print(f'{leaves} leaves, {str(dtype)[6:]}: peak {mode.peak / 2**20:.0f}'
+              f' MiB live = {mode.peak / unit:.1f} x one [N, 8, 64] input; '
+              f'1,048,576 leaves by proportion: '
+              f'{mode.peak / 2**30 * 1048576 / leaves:.1f} GiB')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('probe', choices=['alloc', 'saved', 'layout', 'gather'])
+    parser.add_argument('probe', choices=['alloc', 'saved', 'layout', 'gather', 'peak'])
     parser.add_argument('--threads', type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

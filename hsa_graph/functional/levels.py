@@ -73,8 +73,11 @@ def _gather_levels(t: Tensor, plan: _LevelIndex,
                    dtype: torch.dtype) -> Levels:
     head_major = t.to(dtype).transpose(0, 1)
     if plan.ids is not None:
-        # Indexing, not index_select: on CPU index_select copies a strided
-        # input whole before gathering, i.e. all N rows for every level.
+        if torch.compiler.is_compiling():   # Inductor lowers it to a gather
+            return [head_major.index_select(1, level_ids)
+                    for level_ids in plan.ids]
+        # Indexing, not index_select: eager index_select on CPU copies a
+        # strided input whole before gathering, i.e. all N rows per level.
         return [head_major[:, level_ids] for level_ids in plan.ids]
     pieces = []
     for runs in _level_runs(plan):      # slices are plain strided copies
