@@ -1,9 +1,11 @@
 import math
+from unittest import mock
 
 import pytest
 import torch
 from torch_geometric.data import Batch
 
+import hsa_graph.nn.encoder as encoder_module
 from hsa_graph import Hierarchy, tree_layout
 from hsa_graph.convert import flatten_hierarchy, from_document
 from hsa_graph.nn import (FamilyPositionEncoder, FourierPositionEncoder,
@@ -230,6 +232,89 @@ def test_precomputed_node_rows_give_the_same_output():
         model(h.x, h.edge_index, node_type=node_type), x)
     with pytest.raises(ValueError, match='node_rows must hold 3'):
         layer(h.x, h.edge_index, node_type=node_type, node_rows=rows[:2])
+
+
+def count_range_reads(monkeypatch, tensor):
+    # node_type.min() / .max() each wait on the device (int() of the result
+    # syncs on CUDA): count the reads of this tensor's values.
+    calls = []
+    for name in ('min', 'max'):
+        method = getattr(torch.Tensor, name)
+
+        def wrapper(self, *args, _method=method, _name=name, **kwargs):
+            if self is tensor:
+                calls.append(_name)
+            return _method(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, wrapper)
+    return calls
+
+
+def test_node_type_is_checked_once_per_encoder_forward(monkeypatch):
+    torch.manual_seed(0)
+    h = documents()[0]
+    model = HSAEncoder(16, 16, num_layers=3, heads=2, dropout=0.0,
+                       num_node_types=2, families=None).double()
+    node_type = torch.arange(h.num_nodes) % 2
+    layout = tree_layout(h.edge_index, h.num_nodes)
+    reads = count_range_reads(monkeypatch, node_type)
+    with mock.patch.object(encoder_module, '_check_node_type',
+                           wraps=encoder_module._check_node_type) as check:
+        model(h.x, h.edge_index, node_type=node_type, layout=layout)
+        assert check.call_count == 1            # not once per layer
+        assert sorted(reads) == ['max', 'min']
+        # A layer called on its own still checks, with or without rows.
+        layer = model.layers[0]
+        rows = [(node_type == t).nonzero().flatten() for t in range(2)]
+        for kwargs in ({}, {'node_rows': rows}):
+            check.reset_mock()
+            reads.clear()
+            layer(h.x, layout=layout, node_type=node_type, **kwargs)
+            assert check.call_count == 1
+            assert sorted(reads) == ['max', 'min']
+        check.reset_mock()
+        reads.clear()
+        layer(h.x, layout=layout, node_type=node_type, node_rows=rows,
+              check_node_type=False)
+        assert check.call_count == 0 and reads == []
+    # Skipping the check changes nothing else.
+    torch.testing.assert_close(
+        layer(h.x, layout=layout, node_type=node_type, node_rows=rows,
+              check_node_type=False),
+        layer(h.x, layout=layout, node_type=node_type))
+    # One node type: still one check per encoder forward.
+    one = HSAEncoder(16, 16, num_layers=3, heads=2, dropout=0.0,
+                     families=None).double()
+    zeros = torch.zeros(h.num_nodes, dtype=torch.long)
+    with mock.patch.object(encoder_module, '_check_node_type',
+                           wraps=encoder_module._check_node_type) as check:
+        one(h.x, h.edge_index, node_type=zeros, layout=layout)
+        one(h.x, h.edge_index, layout=layout)
+        assert check.call_count == 2
+
+
+def test_bad_node_type_raises_from_encoder_and_layer():
+    torch.manual_seed(0)
+    h = documents()[0]
+    model = HSAEncoder(16, 16, num_layers=3, heads=2, dropout=0.0,
+                       num_node_types=2, families=None).double()
+    layer = model.layers[0]
+    node_type = torch.arange(h.num_nodes) % 2
+    rows = [(node_type == t).nonzero().flatten() for t in range(2)]
+    message = (r'^node_type holds values in \[{}, {}\] but the layer has 2 '
+               r'node types$')
+    for bad, low, high in ((node_type + 1, 1, 2), (node_type - 1, -1, 0)):
+        with pytest.raises(ValueError, match=message.format(low, high)):
+            model(h.x, h.edge_index, node_type=bad)
+        with pytest.raises(ValueError, match=message.format(low, high)):
+            layer(h.x, h.edge_index, node_type=bad)
+        with pytest.raises(ValueError, match=message.format(low, high)):
+            layer(h.x, h.edge_index, node_type=bad, node_rows=rows)
+    for call in (lambda t: model(h.x, h.edge_index, node_type=t),
+                 lambda t: layer(h.x, h.edge_index, node_type=t)):
+        with pytest.raises(ValueError, match='node_type is required with 2'):
+            call(None)
+        with pytest.raises(ValueError, match=r'node_type must be \[N\]'):
+            call(node_type[:-1])
 
 
 def test_layout_is_computed_once_and_can_be_passed():

@@ -16,6 +16,9 @@ __all__ = ['HSAEncoderLayer', 'HSAEncoder']
 
 def _check_node_type(node_type: Optional[Tensor], num_node_types: int,
                      num_nodes: int) -> None:
+    r"""Checks :obj:`node_type`'s presence, shape and, in eager mode, values;
+    the values' range waits on the device (two syncs on CUDA), so
+    :class:`HSAEncoder` checks once per forward, not once per layer."""
     if node_type is None:
         if num_node_types > 1:
             raise ValueError(f'node_type is required with {num_node_types} '
@@ -177,7 +180,8 @@ class HSAEncoderLayer(nn.Module):
                 pos_embedding: Optional[Tensor] = None,
                 node_type: Optional[Tensor] = None,
                 layout: Optional[TreeLayout] = None,
-                node_rows: Optional[Sequence[Tensor]] = None) -> Tensor:
+                node_rows: Optional[Sequence[Tensor]] = None, *,
+                check_node_type: bool = True) -> Tensor:
         r"""
         Args:
             x (torch.Tensor): ``[N, C]`` node features (leaf rows are read).
@@ -195,6 +199,14 @@ class HSAEncoderLayer(nn.Module):
                 :obj:`node_type` here otherwise. Used by the eager per-type
                 projection only (ignored with one node type and under
                 torch.compile). (default: :obj:`None`)
+            check_node_type (bool): check :obj:`node_type` (present when
+                there are several node types, ``[N]``, values in
+                ``[0, num_node_types)``). Reading the values waits on the
+                device, so :class:`HSAEncoder` checks once per forward and
+                passes :obj:`False` to its layers; a stack of layers can
+                likewise check in its first layer only. Pass :obj:`False`
+                only for a :obj:`node_type` already checked for this
+                :obj:`x`. (default: :obj:`True`)
         """
         if x.dim() != 2 or x.size(-1) != self.channels:
             raise ValueError(f'x must be [N, {self.channels}], got '
@@ -203,7 +215,8 @@ class HSAEncoderLayer(nn.Module):
             if edge_index is None:
                 raise ValueError('Pass either edge_index or layout')
             layout = tree_layout(edge_index, x.size(0))
-        _check_node_type(node_type, self.num_node_types, x.size(0))
+        if check_node_type:
+            _check_node_type(node_type, self.num_node_types, x.size(0))
         if (pos_embedding is None) != (self.pos_proj is None):
             raise ValueError('pos_embedding must be given exactly when the '
                              'layer was built with pos_channels')
@@ -233,7 +246,8 @@ class HSAEncoder(nn.Module):
     :class:`~hsa_graph.nn.FamilyPositionEncoder` (each layer projects its
     output to its own heads) and :obj:`num_layers` HTE layers. The tree
     layout, and in eager mode the rows of each node type, are computed once
-    per forward and shared by every layer and head.
+    per forward and shared by every layer and head; :obj:`node_type` is
+    checked once per forward, not by every layer.
 
     The flat-attention baseline (the paper's FSA) is the same module run on
     :func:`~hsa_graph.convert.flatten_hierarchy` trees: same code, same
@@ -330,12 +344,15 @@ class HSAEncoder(nn.Module):
                                  '(or build it with families=None)')
             pos_embedding = self.pos_encoder(pos.to(x.dtype), family_type)
         x = self.input_proj(x)
-        # Invalid node types are reported by the first layer's check, before
-        # these rows are read.
-        node_rows = _node_type_rows(node_type, self.layers[0].num_node_types)
+        # node_type is the same for every layer: check it once (reading its
+        # values waits on the device), before its rows are found, and let
+        # the layers skip the check.
+        num_node_types = self.layers[0].num_node_types
+        _check_node_type(node_type, num_node_types, x.size(0))
+        node_rows = _node_type_rows(node_type, num_node_types)
         for layer in self.layers:
             x = layer(x, edge_index, pos_embedding, node_type, layout,
-                      node_rows=node_rows)
+                      node_rows=node_rows, check_node_type=False)
         return x
 
     def __repr__(self) -> str:
