@@ -234,3 +234,22 @@ def test_padded_buckets_gathered_in_one_node():
             lambda q, k, v, pos: hsa_attention(
                 q, k, v, h.edge_index, pos=pos, include_self=include_self),
             (q, k, v, pos))
+
+
+@pytest.mark.parametrize('include_self', [False, True])
+def test_ragged_levels_double_backward(include_self):
+    # Ragged families (several buckets), leaves at two depths: the bucket
+    # gather node, the forked leaf rows and the weighted accumulation, each
+    # with a hand-written backward, under gradcheck and gradgradcheck.
+    parent = [-1] + [0] * 4
+    for i, size in enumerate(range(2, 6)):
+        parent += [1 + i] * size
+    parent += [5, 5, 6, 6, 6]
+    h = Hierarchy.from_parent(parent)
+    q, k, v = (t.requires_grad_() for t in qkv(h.num_nodes, seed=7))
+
+    def fn(q, k, v):
+        return hsa_attention(q, k, v, h.edge_index,
+                             include_self=include_self)
+    assert torch.autograd.gradcheck(fn, (q, k, v))
+    assert torch.autograd.gradgradcheck(fn, (q, k, v))

@@ -177,12 +177,48 @@ def _inner_finite(level, include_self: bool) -> Tensor:
 
 def _accumulate(out: Optional[Tensor], weight: Tensor, value: Tensor,
                 owned: bool) -> Tensor:
-    r"""``out + weight * value``, in place when :obj:`out` is owned."""
+    r"""``out + weight * value`` (``weight`` ends in a size-1 channel
+    dimension), in place when :obj:`out` is owned."""
     if out is None:
         return weight * value
-    if owned:
-        return out.addcmul_(weight, value)
-    return torch.addcmul(out, weight, value)
+    if torch.compiler.is_compiling():     # Inductor fuses the plain ops
+        return out.addcmul_(weight, value) if owned else \
+            torch.addcmul(out, weight, value)
+    return _AddWeighted.apply(out, weight, value, owned)
+
+
+class _AddWeighted(torch.autograd.Function):
+    r"""``out + weight * value`` whose backward writes one value-sized
+    tensor (``d value``): ``addcmul``'s backward also materialises
+    ``value * 1`` and ``grad * value`` before reducing the weight's
+    gradient, two more level-sized tensors; here that reduction is a
+    batched dot product."""
+    @staticmethod
+    def forward(ctx, out: Tensor, weight: Tensor, value: Tensor,
+                inplace: bool):
+        ctx.save_for_backward(weight, value)
+        ctx.out_shape = out.shape
+        if inplace:
+            ctx.mark_dirty(out)
+            return out.addcmul_(weight, value)
+        return torch.addcmul(out, weight, value)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        weight, value = ctx.saved_tensors
+        grad_out = grad_weight = grad_value = None
+        if ctx.needs_input_grad[0]:
+            grad_out = grad.sum_to_size(ctx.out_shape)
+        if ctx.needs_input_grad[1]:
+            channels = value.size(-1)
+            full = torch.broadcast_shapes(grad.shape, value.shape)
+            dots = torch.bmm(grad.expand(full).reshape(-1, 1, channels),
+                             value.expand(full).reshape(-1, channels, 1))
+            grad_weight = dots.view(full[:-1] + (1, )).sum_to_size(
+                weight.shape)
+        if ctx.needs_input_grad[2]:
+            grad_value = (grad * weight).sum_to_size(value.shape)
+        return grad_out, grad_weight, grad_value, None
 
 
 def _mixture_down(log_inner_mass: Levels, sibling_mass: Levels,

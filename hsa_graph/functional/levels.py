@@ -156,6 +156,26 @@ def _node_vector(values: Tensor, like: Tensor) -> Tensor:
     return values.to(like.dtype).view(shape)
 
 
+class _Fork(torch.autograd.Function):
+    r"""Two aliases of one level tensor for its two consumers (the family
+    gather and the parents' sums), whose gradients are added in place into
+    the first: autograd would add them into a fresh level-sized tensor.
+    Only used where both consumers return fresh, contiguous gradients."""
+    @staticmethod
+    def forward(ctx, t: Tensor):
+        ctx.set_materialize_grads(False)
+        return t.detach(), t.detach()
+
+    @staticmethod
+    def backward(ctx, first: Optional[Tensor], second: Optional[Tensor]):
+        if first is None or second is None:
+            return second if first is None else first
+        if torch.is_grad_enabled() or not first.is_contiguous() or \
+                first._base is not None:
+            return first + second
+        return first.add_(second)
+
+
 def _leaf_means_levels(values: Levels, layout: TreeLayout,
                        bottom_totals: Optional[Tensor] = None) -> Levels:
     r"""Step 1: mean of the leaf rows of :obj:`values` below every node.
@@ -166,7 +186,12 @@ def _leaf_means_levels(values: Levels, layout: TreeLayout,
     for depth in range(layout.num_levels - 1, -1, -1):
         level = layout.levels[depth]
         if level.leaf_kind == 'all':      # leaves: the mean is the row itself
+            summed_above = depth > 0 and not (
+                bottom_totals is not None and depth == layout.num_levels - 1)
             sums[depth] = means[depth] = values[depth]
+            if summed_above and values[depth].requires_grad and \
+                    not torch.compiler.is_compiling():
+                means[depth], sums[depth] = _Fork.apply(values[depth])
             continue
         if bottom_totals is not None and depth == layout.num_levels - 2:
             total = bottom_totals
