@@ -192,13 +192,20 @@ def count_nonzero_calls(monkeypatch):
     return calls
 
 
-def test_node_type_rows_are_found_once_per_encoder_forward(monkeypatch):
+def three_layer_two_type_encoder():
+    r"""A document, a 3-layer encoder with 2 node types, the types and the
+    layout (passed, so that tree_layout's own calls are not counted)."""
     torch.manual_seed(0)
     h = documents()[0]
     model = HSAEncoder(16, 16, num_layers=3, heads=2, dropout=0.0,
                        num_node_types=2, families=None).double()
     node_type = torch.arange(h.num_nodes) % 2
     layout = tree_layout(h.edge_index, h.num_nodes)
+    return h, model, node_type, layout
+
+
+def test_node_type_rows_are_found_once_per_encoder_forward(monkeypatch):
+    h, model, node_type, layout = three_layer_two_type_encoder()
     calls = count_nonzero_calls(monkeypatch)
     model(h.x, h.edge_index, node_type=node_type, layout=layout)
     assert len(calls) == 2          # once per node type, not per layer
@@ -250,12 +257,7 @@ def count_range_reads(monkeypatch, tensor):
 
 
 def test_node_type_is_checked_once_per_encoder_forward(monkeypatch):
-    torch.manual_seed(0)
-    h = documents()[0]
-    model = HSAEncoder(16, 16, num_layers=3, heads=2, dropout=0.0,
-                       num_node_types=2, families=None).double()
-    node_type = torch.arange(h.num_nodes) % 2
-    layout = tree_layout(h.edge_index, h.num_nodes)
+    h, model, node_type, layout = three_layer_two_type_encoder()
     reads = count_range_reads(monkeypatch, node_type)
     with mock.patch.object(encoder_module, '_check_node_type',
                            wraps=encoder_module._check_node_type) as check:
