@@ -310,7 +310,6 @@ def _level_order(parent: Tensor, depth: Tensor,
     each level's families follow their parents' order whatever the node
     labels are, so a level of equal fan-outs is always a reshape
     (:attr:`LevelLayout.uniform_fanout`)."""
-    num_nodes = parent.numel()
     by_depth = torch.sort(depth, stable=True).indices
     order = torch.empty_like(by_depth)
     rank = torch.empty_like(by_depth)
@@ -321,7 +320,6 @@ def _level_order(parent: Tensor, depth: Tensor,
             ids = ids[torch.sort(rank[parent[ids]], stable=True).indices]
         order[lo:hi] = ids
         rank[ids] = torch.arange(lo, hi)
-    assert hi == num_nodes
     return order, rank
 
 
