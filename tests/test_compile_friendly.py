@@ -72,3 +72,24 @@ def test_compile_friendly_batches_reuse_graphs():
     friendly, default = graphs(True), graphs(False)
     assert friendly <= 3, friendly
     assert default >= friendly + 2, (default, friendly)
+
+
+def test_inductor_compiles_backward_of_a_single_tree():
+    # One tree: its root is a lone parent. Gathering the root's row for its
+    # children made a one-row scatter in backward, which Inductor's CPU
+    # backend failed to generate (InductorError); the lone parent is now
+    # broadcast like a uniform fan-out.
+    import torch._dynamo
+    from hsa_graph.datasets import balanced_parent
+    torch._dynamo.reset()
+    h = Hierarchy.from_parent(balanced_parent(64, 4))
+    layout = tree_layout(h.edge_index, h.num_nodes, compile_friendly=True)
+    q, k, v = (torch.randn(h.num_nodes, 2, 8, requires_grad=True)
+               for _ in range(3))
+
+    def step(fn):
+        out = fn(q, k, v)
+        return (out, *torch.autograd.grad(out.square().sum(), (q, k, v)))
+    attend = lambda q, k, v: hsa_attention(q, k, v, layout=layout)  # noqa
+    for got, want in zip(step(torch.compile(attend)), step(attend)):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)

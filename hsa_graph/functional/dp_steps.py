@@ -252,11 +252,14 @@ def _mixture_down(log_inner_mass: Levels, sibling_mass: Levels,
         if depth == 0:
             reach_parent, out_parent = torch.zeros_like(partition), None
             owned = False
-        elif layout.levels[depth - 1].uniform_fanout:
+        elif layout.levels[depth - 1].uniform_fanout or \
+                layout.levels[depth - 1].node_ids.size(0) == 1:
             # Work on [H, parents, fan-out, *] views: a parent's row is a
             # broadcast, so the largest level is written once, by the
             # accumulation itself, with no gathered copy (and a sum, not a
-            # scatter, in backward).
+            # scatter, in backward). A lone parent (one tree's root) is
+            # such a level too; its gather's backward, a scatter into one
+            # row, is what Inductor's CPU backend fails to generate.
             group = _family_blocks(reach.size(1))
             reach_parent = reach.unsqueeze(2)
             out_parent = None if out is None else out.unsqueeze(2)
