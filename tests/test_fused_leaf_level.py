@@ -9,8 +9,8 @@ from hsa_graph import Hierarchy, hsa_attention, tree_layout
 from hsa_graph.datasets.fake import balanced_parent
 from hsa_graph.functional.dp_steps import _fusable_bottom
 from hsa_graph.functional.family_mixture import family_mixture
-from hsa_graph.functional.levels import (_from_levels, _level_index,
-                                         _to_levels)
+from hsa_graph.functional.level_order import (_from_levels, _level_index,
+                                              _to_levels)
 from hsa_graph.testing import assert_matches_dense_reference
 
 

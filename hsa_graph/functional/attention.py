@@ -9,8 +9,8 @@ The four steps of ../shared/spec/HSA.md section 4, in level order:
 4. down:     the stick-breaking mixture, accumulated to every leaf.
 
 This file holds the public functions and the order of the steps;
-``levels.py`` moves node tensors to and from per-level, head-major blocks,
-and ``dp_steps.py`` holds steps 2-4.
+``level_order.py`` moves node tensors to and from per-level, head-major
+blocks, ``levels.py`` holds step 1 and ``dp_steps.py`` steps 2-4.
 
 Spec names -> code names: ``-eta`` -> ``log_sibling_mass``, ``-phi`` ->
 ``log_inner_mass``, ``logZ`` -> ``log_partition``, ``log mu`` ->
@@ -28,8 +28,8 @@ from ..layout import TreeLayout, tree_layout
 from .dp_steps import (_bucket_softmax, _family_softmax, _free_energies,
                        _fusable_bottom, _inner_finite, _mixture_down,
                        _self_logits)
-from .levels import (_from_levels, _leaf_means_levels, _level_positions,
-                     _to_levels)
+from .level_order import _from_levels, _to_levels
+from .levels import _leaf_means_levels, _level_positions
 
 __all__ = ['hsa_attention', 'hsa_log_partition']
 

@@ -1,152 +1,20 @@
-r"""Per-level, head-major views of node tensors, in level order.
+r"""Per-level, head-major tensors: leaf means (step 1) and family blocks.
 
 Every per-level tensor is head-major: values ``(H, n, C)``, scalars
-``(H, n)``. A level's families then read as ``(H * F, B, C)`` views, so the
-sibling softmax is two ``bmm`` calls with no transposing copies.
+``(H, n)`` (``level_order.py`` moves node tensors into that form). A level's
+families then read as ``(H * F, B, C)`` views, so the sibling softmax is two
+``bmm`` calls with no transposing copies.
 """
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Tuple
+from typing import List, Optional
 
 import torch
 from torch import Tensor
 
 from ..layout import FamilyBucket, TreeLayout
+from .level_order import Levels, _to_levels
 from .passes import children_sum
-
-Levels = List[Tensor]
-
-
-def _to_levels(t: Tensor, layout: TreeLayout, dtype: torch.dtype) -> Levels:
-    r"""``[N, H, C]`` -> per level ``[H, n, C]`` contiguous, in level order
-    (one gather per level)."""
-    plan = _level_index(layout)
-    if torch.compiler.is_compiling():
-        # Inductor plans the buffers of the plain ops itself.
-        return _gather_levels(t, plan, dtype)
-    return list(_ToLevels.apply(t, dtype, plan))
-
-
-def _from_levels(pieces: Levels, layout: TreeLayout) -> Tensor:
-    r"""Per level ``[H, n, *]`` -> ``[N, H, *]`` in node order."""
-    plan = _level_index(layout)
-    if torch.compiler.is_compiling():
-        return _scatter_levels(pieces, plan)
-    return _FromLevels.apply(plan, *pieces)
-
-
-class _LevelIndex(NamedTuple):
-    r"""Where each level's rows sit in node order: either runs of
-    consecutive rows (``segments``: ``(level, offset in level, length)`` in
-    node order), or one index tensor per level (``ids``)."""
-    sizes: List[int]
-    segments: Optional[List[Tuple[int, int, int]]]
-    ids: Optional[List[Tensor]]
-
-
-def _level_index(layout: TreeLayout) -> _LevelIndex:
-    sizes = [level.node_ids.size(0) for level in layout.levels]
-    if layout.identity_order:       # every level is one run, in order
-        return _LevelIndex(sizes, [(depth, 0, size) for depth, size
-                                   in enumerate(sizes)], None)
-    if layout.node_segments is not None and \
-            not torch.compiler.is_compiling():
-        # Python ints would specialise a compiled graph on each batch.
-        return _LevelIndex(sizes, [segment[1:] for segment in
-                                   layout.node_segments], None)
-    return _LevelIndex(sizes, None, [level.node_ids for level in
-                                     layout.levels])
-
-
-def _level_runs(plan: _LevelIndex) -> List[List[Tuple[int, int]]]:
-    r"""Per level, its ``(node start, length)`` runs in level order."""
-    runs: List[List[Tuple[int, int, int]]] = [[] for _ in plan.sizes]
-    start = 0
-    for depth, offset, length in plan.segments:
-        runs[depth].append((offset, start, length))
-        start += length
-    return [[(node, length) for _, node, length in sorted(level)]
-            for level in runs]
-
-
-def _gather_levels(t: Tensor, plan: _LevelIndex,
-                   dtype: torch.dtype) -> Levels:
-    head_major = t.to(dtype).transpose(0, 1)
-    if plan.ids is not None:
-        if torch.compiler.is_compiling():   # Inductor lowers it to a gather
-            return [head_major.index_select(1, level_ids)
-                    for level_ids in plan.ids]
-        # Indexing, not index_select: eager index_select on CPU copies a
-        # strided input whole before gathering, i.e. all N rows per level.
-        return [head_major[:, level_ids] for level_ids in plan.ids]
-    pieces = []
-    for runs in _level_runs(plan):      # slices are plain strided copies
-        parts = [head_major[:, start:start + length]
-                 for start, length in runs]
-        pieces.append(parts[0].contiguous() if len(parts) == 1 else
-                      torch.cat(parts, dim=1))
-    return pieces
-
-
-def _scatter_levels(pieces: List[Optional[Tensor]], plan: _LevelIndex,
-                    dtype: Optional[torch.dtype] = None) -> Tensor:
-    r"""Per level ``[H, n, *]`` pieces -> ``[N, H, *]`` rows (in
-    :obj:`dtype` if given); a ``None`` piece stands for zeros."""
-    like = next(piece for piece in pieces if piece is not None)
-    dtype = like.dtype if dtype is None else dtype
-    rows = [None if piece is None else piece.transpose(0, 1).to(dtype)
-            for piece in pieces]
-    if plan.ids is None:      # runs: one cat writes every row, in order
-        parts = []
-        for depth, offset, length in plan.segments:
-            row = rows[depth]
-            parts.append(like.new_zeros((length, ) + like.shape[:1] +
-                                        like.shape[2:], dtype=dtype)
-                         if row is None else row[offset:offset + length])
-        return torch.cat(parts, dim=0)
-    # One write per row: each level's transposed view goes straight into
-    # its node-major rows, with no concatenated copy in between.
-    shape = (sum(plan.sizes), like.size(0)) + like.shape[2:]
-    out = like.new_empty(shape, dtype=dtype)   # every row is written below
-    for row, level_ids in zip(rows, plan.ids):
-        if row is None:
-            out.index_fill_(0, level_ids, 0)
-        else:
-            out.index_copy_(0, level_ids, row)
-    return out
-
-
-class _ToLevels(torch.autograd.Function):
-    r"""The gather into levels as one autograd node whose backward is the
-    inverse permutation, written once. Plain ``index_select`` would
-    zero-fill and scatter-add a fresh ``[N, H, C]`` gradient per level: the
-    largest allocations of a step (on CPU each one above glibc's 32 MB mmap
-    threshold is page-faulted afresh)."""
-    @staticmethod
-    def forward(ctx, t: Tensor, dtype: torch.dtype, plan: _LevelIndex):
-        ctx.plan, ctx.in_dtype = plan, t.dtype
-        ctx.set_materialize_grads(False)   # an unused level stays None
-        return tuple(_gather_levels(t, plan, dtype))
-
-    @staticmethod
-    def backward(ctx, *grads: Optional[Tensor]):
-        grad = None
-        if any(g is not None for g in grads):
-            grad = _scatter_levels(list(grads), ctx.plan, ctx.in_dtype)
-        return grad, None, None
-
-
-class _FromLevels(torch.autograd.Function):
-    r"""The scatter back to node order; its backward is one gather per
-    level (plain autograd would add a cat and an index_add pass)."""
-    @staticmethod
-    def forward(ctx, plan: _LevelIndex, *pieces: Tensor):
-        ctx.plan, ctx.dtype = plan, pieces[0].dtype
-        return _scatter_levels(list(pieces), plan)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        return (None, *_gather_levels(grad, ctx.plan, ctx.dtype))
 
 
 def _node_vector(values: Tensor, like: Tensor) -> Tensor:
