@@ -17,19 +17,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..'))
 sys.path.insert(0, HERE)
 from attention import build_forest  # noqa: E402
+from timing import median_ms  # noqa: E402
 
 from hsa_graph import hsa_attention, keep_freed_memory, tree_layout  # noqa: E402
-
-
-def median_ms(step, reps=5):
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[reps // 2] * 1e3
 
 
 def main():
@@ -65,7 +55,8 @@ def main():
             first = time.perf_counter() - start
             print(f"{leaves} {shape} {'friendly' if friendly else 'default'}"
                   f"{' compiled' if args.compiled else ''}: "
-                  f'{median_ms(step):.1f} ms (first call {first:.1f} s)',
+                  f'{median_ms(step, reps=5, warmup=2):.1f} ms '
+                  f'(first call {first:.1f} s)',
                   flush=True)
 
 

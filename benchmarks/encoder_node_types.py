@@ -5,27 +5,17 @@ masked all-rows form that torch.compile uses (one layer, forward+backward).
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
+from timing import median_ms  # noqa: E402
+
 from hsa_graph import Hierarchy  # noqa: E402
 from hsa_graph.datasets.fake import balanced_parent  # noqa: E402
 from hsa_graph.nn import HSAEncoderLayer  # noqa: E402
-
-
-def median_ms(step, reps):
-    step()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def main():

@@ -9,9 +9,7 @@ r"""Small measurements quoted in the docs, one subcommand each:
 import argparse
 import os
 import resource
-import statistics
 import sys
-import time
 
 import torch
 
@@ -20,26 +18,17 @@ sys.path.insert(0, os.path.join(HERE, '..'))
 sys.path.insert(0, HERE)
 
 from attention import build_forest  # noqa: E402
+from timing import median_ms  # noqa: E402
 
 from hsa_graph import hsa_attention, tree_layout  # noqa: E402
-
-
-def median_ms(fn, reps=20):
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def alloc():
     q = torch.randn(8, 16384, 64)                 # exactly 32 MB of float32
     out = torch.empty_like(q)
-    print(f'q * q into a new tensor: {median_ms(lambda: q * q):.1f} ms; '
+    print(f'q * q into a new tensor: {median_ms(lambda: q * q, reps=20):.1f} ms; '
           f'into an existing one: '
-          f'{median_ms(lambda: torch.mul(q, q, out=out)):.1f} ms')
+          f'{median_ms(lambda: torch.mul(q, q, out=out), reps=20):.1f} ms')
 
 
 def saved():

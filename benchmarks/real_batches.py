@@ -12,7 +12,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 import torch
 from torch_geometric.data import Batch
@@ -22,6 +21,7 @@ sys.path.insert(0, os.path.join(HERE, '..'))
 sys.path.insert(0, HERE)
 
 from recompiles import furniture, text  # noqa: E402
+from timing import step_times  # noqa: E402
 
 from hsa_graph import hsa_attention, tree_layout  # noqa: E402
 
@@ -39,11 +39,7 @@ def median_step_ms(hierarchies, batches, batch_size, reps):
         def step():
             out = hsa_attention(q, k, v, layout=layout)
             torch.autograd.grad(out.square().sum(), (q, k, v))
-        step()                                   # warm-up
-        for _ in range(reps):
-            start = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - start)
+        times += step_times(step, reps)
     return statistics.median(times) * 1e3
 
 
