@@ -10,9 +10,9 @@ import torch
 from torch import Tensor
 
 from ..layout import FamilyBucket, TreeLayout
+from .family_mixture import family_mixture
 from .levels import Levels, _gather_level_members, _gather_members
 from .passes import children_sum
-from .family_mixture import family_mixture
 from .sibling_softmax import sibling_softmax
 
 
