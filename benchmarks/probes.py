@@ -111,9 +111,11 @@ class _LiveBytes(torch.utils._python_dispatch.TorchDispatchMode):
 
 
 def peak():
-    for leaves, dtype in [(16384, torch.float32), (65536, torch.float32),
-                          (65536, torch.bfloat16)]:
-        tree = build_forest(leaves, 16, 1, False)
+    for leaves, dtype, ragged in [(16384, torch.float32, False),
+                                  (65536, torch.float32, False),
+                                  (65536, torch.bfloat16, False),
+                                  (65536, torch.float32, True)]:
+        tree = build_forest(leaves, 16, 1, ragged)
         layout = tree_layout(tree.edge_index, tree.num_nodes)
         q, k, v = (torch.randn(tree.num_nodes, 8, 64).to(dtype)
                    .requires_grad_() for _ in range(3))
@@ -124,7 +126,8 @@ def peak():
             grads = torch.autograd.grad(out.float().square().sum(),
                                         (q, k, v))
             del out, grads
-        print(f'{leaves} leaves, {str(dtype)[6:]}: peak {mode.peak / 2**20:.0f}'
+        print(f"{leaves} leaves, {'ragged' if ragged else 'balanced'}, "
+              f'{str(dtype)[6:]}: peak {mode.peak / 2**20:.0f}'
               f' MiB live = {mode.peak / unit:.1f} x one [N, 8, 64] input; '
               f'1,048,576 leaves by proportion: '
               f'{mode.peak / 2**30 * 1048576 / leaves:.1f} GiB')
