@@ -114,9 +114,11 @@ class TreeLayout:
     levels: List[LevelLayout] = field(default_factory=list)
     num_trees: int = 0
     # Runs of consecutive node ids within a level, in node order, as
-    # (node start, level, offset in level, length); None when the runs are
-    # too short to beat an index gather (or for compile-friendly layouts).
-    node_segments: Optional[List[Tuple[int, int, int, int]]] = None
+    # (level, offset in level, length); None when the runs are too short to
+    # beat an index gather (or for compile-friendly layouts). level_runs
+    # holds the same runs per level, in level order, as (node start, length).
+    node_segments: Optional[List[Tuple[int, int, int]]] = None
+    level_runs: Optional[List[List[Tuple[int, int]]]] = None
 
     @property
     def num_levels(self) -> int:
@@ -289,18 +291,12 @@ def _level_buckets(level_start: int, level_size: int, parents: Tensor,
     return buckets, slot
 
 
-def _uniform_fanout(child_count: Tensor,
-                    child_parent_local: Optional[Tensor]) -> bool:
-    # True when the next level is exactly [children of node 0, children of
-    # node 1, ...] with equal counts (level order guarantees the order; the
-    # check stays cheap and explicit).
-    if child_parent_local is None or int(child_count.min()) == 0:
-        return False
+def _uniform_fanout(child_count: Tensor) -> bool:
+    # Every node has the same number of children (at least one). Level order
+    # puts the next level's families in their parents' order, so the next
+    # level is then exactly [children of node 0, children of node 1, ...].
     fanout = int(child_count[0])
-    if not bool((child_count == fanout).all()):
-        return False
-    expected = torch.arange(child_count.numel()).repeat_interleave(fanout)
-    return bool(torch.equal(child_parent_local, expected))
+    return fanout > 0 and bool((child_count == fanout).all())
 
 
 def _level_order(parent: Tensor, depth: Tensor,
@@ -386,11 +382,12 @@ def _build(parent: Tensor, num_nodes: int, exact_bucket_limit: int = 8,
     for level in range(num_levels - 1):
         lo, hi = level_ptr[level], level_ptr[level + 1]
         levels[level].uniform_fanout = not compile_friendly and \
-            _uniform_fanout(child_count_lo[lo:hi], parent_local[level + 1])
+            _uniform_fanout(child_count_lo[lo:hi])
 
+    segments, runs = (None, None) if compile_friendly else \
+        _node_runs(order, level_ptr)
     return TreeLayout(
-        node_segments=None if compile_friendly else _node_segments(
-            order, level_ptr),
+        node_segments=segments, level_runs=runs,
         num_nodes=num_nodes, order=order, rank=rank,
         identity_order=not compile_friendly and bool(
             (order == positions).all()), parent=parent,
@@ -399,28 +396,33 @@ def _build(parent: Tensor, num_nodes: int, exact_bucket_limit: int = 8,
         num_trees=int((parent < 0).sum()))
 
 
-def _node_segments(order: Tensor, level_ptr: List[int],
-                   min_run: int = 64) -> Optional[List[Tuple[int, int, int,
-                                                             int]]]:
+def _node_runs(order: Tensor, level_ptr: List[int], min_run: int = 64
+               ) -> Tuple[Optional[List[Tuple[int, int, int]]],
+                          Optional[List[List[Tuple[int, int]]]]]:
     r"""Splits the level order into runs of consecutive node ids (a batch of
     trees stored level by level has one run per tree and level), so that
     moving rows between node and level order is a few slice copies instead
-    of an index gather. ``None`` when the runs average under
-    :obj:`min_run` rows."""
+    of an index gather. Returns the runs in node order as ``(level, offset
+    in level, length)`` and per level as ``(node start, length)``; ``None``
+    twice when the runs average under :obj:`min_run` rows."""
     num_nodes = order.numel()
     breaks = torch.ones(num_nodes, dtype=torch.bool)
     breaks[1:] = order[1:] != order[:-1] + 1
     breaks[torch.tensor(level_ptr[:-1], dtype=torch.long)] = True
     starts = breaks.nonzero().flatten()
     if starts.numel() * min_run > num_nodes:
-        return None
+        return None, None
     lengths = torch.diff(starts, append=torch.tensor([num_nodes]))
     level = torch.bucketize(starts, torch.tensor(level_ptr[1:-1]),
                             right=True)
     offset = starts - torch.tensor(level_ptr)[level]
-    segments = sorted(zip(order[starts].tolist(), level.tolist(),
-                          offset.tolist(), lengths.tolist()))
-    return segments
+    runs = list(zip(order[starts].tolist(), level.tolist(), offset.tolist(),
+                    lengths.tolist()))
+    level_runs: List[List[Tuple[int, int]]] = [[] for _ in level_ptr[1:]]
+    for node, depth, _, length in runs:        # level order within a level
+        level_runs[depth].append((node, length))
+    segments = [run[1:] for run in sorted(runs)]          # node order
+    return segments, level_runs
 
 
 class _LayoutCache:

@@ -40,35 +40,33 @@ def _from_levels(pieces: Levels, layout: TreeLayout) -> Tensor:
 class _LevelIndex(NamedTuple):
     r"""Where each level's rows sit in node order: either runs of
     consecutive rows (``segments``: ``(level, offset in level, length)`` in
-    node order), or one index tensor per level (``ids``)."""
+    node order; ``runs``: per level, ``(node start, length)`` in level
+    order), or one index tensor per level (``ids``). Read off the layout,
+    which computed them once."""
     sizes: List[int]
     segments: Optional[List[Tuple[int, int, int]]]
+    runs: Optional[List[List[Tuple[int, int]]]]
     ids: Optional[List[Tensor]]
 
 
 def _level_index(layout: TreeLayout) -> _LevelIndex:
+    # Sizes read off tensors, so that torch.compile(dynamic=True) keeps them
+    # symbolic across trees.
     sizes = [level.node_ids.size(0) for level in layout.levels]
     if layout.identity_order:       # every level is one run, in order
-        return _LevelIndex(sizes, [(depth, 0, size) for depth, size
-                                   in enumerate(sizes)], None)
+        starts = [0]
+        for size in sizes[:-1]:
+            starts.append(starts[-1] + size)
+        return _LevelIndex(
+            sizes, [(depth, 0, size) for depth, size in enumerate(sizes)],
+            [[(start, size)] for start, size in zip(starts, sizes)], None)
     if layout.node_segments is not None and \
             not torch.compiler.is_compiling():
         # Python ints would specialise a compiled graph on each batch.
-        return _LevelIndex(sizes, [segment[1:] for segment in
-                                   layout.node_segments], None)
-    return _LevelIndex(sizes, None, [level.node_ids for level in
-                                     layout.levels])
-
-
-def _level_runs(plan: _LevelIndex) -> List[List[Tuple[int, int]]]:
-    r"""Per level, its ``(node start, length)`` runs in level order."""
-    runs: List[List[Tuple[int, int, int]]] = [[] for _ in plan.sizes]
-    start = 0
-    for depth, offset, length in plan.segments:
-        runs[depth].append((offset, start, length))
-        start += length
-    return [[(node, length) for _, node, length in sorted(level)]
-            for level in runs]
+        return _LevelIndex(sizes, layout.node_segments, layout.level_runs,
+                           None)
+    return _LevelIndex(sizes, None, None,
+                       [level.node_ids for level in layout.levels])
 
 
 def _gather_levels(t: Tensor, plan: _LevelIndex,
@@ -82,7 +80,7 @@ def _gather_levels(t: Tensor, plan: _LevelIndex,
         # strided input whole before gathering, i.e. all N rows per level.
         return [head_major[:, level_ids] for level_ids in plan.ids]
     pieces = []
-    for runs in _level_runs(plan):      # slices are plain strided copies
+    for runs in plan.runs:              # slices are plain strided copies
         parts = [head_major[:, start:start + length]
                  for start, length in runs]
         pieces.append(parts[0].contiguous() if len(parts) == 1 else
