@@ -190,14 +190,13 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
     # level above: its softmax node then also sums the parents' totals, and
     # step 4 there is one fused node (family_mixture.py), so the largest
     # level's tensors and gradients are written once, not once per pass.
-    bottom, leaf, totals = None, None, (None, None, None)
+    bottom_mass, leaf, totals = None, None, (None, None, None)
     if _fusable_bottom(layout):
-        mass, mixed, *totals, leaf = _bucket_softmax(
+        bottom_mass, _, *totals, leaf = _bucket_softmax(
             query_levels[-1], key_levels[-1], value_levels[-1],
             None if pos_levels is None else pos_levels[-1],
             layout.levels[-1].buckets[0], scale, family_sums=True,
             fused_down=True)
-        bottom = (mass, mixed)
 
     # 1. up: mean query, key and value of the leaves below every node.
     mean_query = _leaf_means_levels(query_levels, layout, totals[0])
@@ -206,7 +205,8 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
 
     # 2. families: sibling softmax (-eta) and the sibling mixture (vt).
     log_sibling_mass, sibling_value = _family_softmax(
-        mean_query, mean_key, mean_value, pos_levels, layout, scale, bottom)
+        mean_query, mean_key, mean_value, pos_levels, layout, scale,
+        bottom_mass)
 
     # 3. up: free energies -phi and logZ, level by level.
     self_logit = _self_logits(query_levels, key_levels, pos_levels, scale) \

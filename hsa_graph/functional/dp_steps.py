@@ -78,20 +78,22 @@ def _fusable_bottom(layout: TreeLayout) -> bool:
 def _family_softmax(mean_query: Levels, mean_key: Levels,
                     mean_value: Optional[Levels], pos: Optional[Levels],
                     layout: TreeLayout, scale: float,
-                    bottom: Optional[Tuple[Tensor, Tensor]] = None
+                    bottom_mass: Optional[Tensor] = None
                     ) -> Tuple[Levels, Optional[Levels]]:
     r"""Step 2: for every node A with siblings,
     ``log_sibling_mass(A) = logsumexp_C s(A->C) + log n(C)`` and the
     softmax-weighted mean value of its siblings, per level: ``[H, n]``
     (``-inf`` without siblings) and ``[H, n, Cv]`` (``None`` for a level
-    without siblings, zero rows for nodes without siblings)."""
+    without siblings, zero rows for nodes without siblings).
+    :obj:`bottom_mass` is the fused deepest level's mass (its mixture is
+    left to step 4's :func:`family_mixture`: value ``None``)."""
     heads = mean_query[0].size(0)
     masses: Levels = []
     values: Optional[Levels] = [] if mean_value is not None else None
     for depth, level in enumerate(layout.levels):
-        if bottom is not None and depth == layout.num_levels - 1:
-            masses.append(bottom[0])       # computed by the fused leaf pass
-            values.append(bottom[1])
+        if bottom_mass is not None and depth == layout.num_levels - 1:
+            masses.append(bottom_mass)     # computed by the fused leaf pass
+            values.append(None)
             continue
         if not level.buckets:
             masses.append(mean_query[depth].new_full(
