@@ -166,6 +166,10 @@ def measure(args, method, leaves, branching, batch, ragged):
     device = args.device
     run, inputs, flops, layout_seconds = make_case(args, method, leaves,
                                                    branching, batch, ragged)
+    # The output's gradient is made once, like an input: a training step
+    # gets it from the next layer (a loss computed here, in float32, would
+    # add float32 copies of the output to a bfloat16 peak).
+    grad_out = torch.randn_like(run().detach()) if args.backward else None
     if device.startswith('cuda'):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -176,7 +180,7 @@ def measure(args, method, leaves, branching, batch, ragged):
     def step():
         out = run()
         if args.backward:
-            grads = torch.autograd.grad(out.float().square().sum(), inputs)
+            grads = torch.autograd.grad(out, inputs, grad_out)
             del grads
         return out
 

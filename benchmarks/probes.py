@@ -83,11 +83,13 @@ class _LiveBytes(torch.utils._python_dispatch.TorchDispatchMode):
     r"""Tracks the bytes of tensor storages created inside the mode and
     still alive: the peak is what a caching GPU allocator must hold at
     least (``torch.cuda.max_memory_allocated`` minus the inputs), measured
-    on any device."""
+    on any device. The storages of :obj:`inputs` are not counted (views of
+    them are op outputs too)."""
 
-    def __init__(self):
+    def __init__(self, inputs=()):
         super().__init__()
         self.live, self.peak, self.seen = 0, 0, set()
+        self.inputs = {t.untyped_storage().data_ptr() for t in inputs}
 
     def _free(self, key, nbytes):
         self.seen.discard(key)
@@ -101,7 +103,8 @@ class _LiveBytes(torch.utils._python_dispatch.TorchDispatchMode):
                 continue
             storage = t.untyped_storage()
             key = storage.data_ptr()
-            if key in self.seen or storage.nbytes() == 0:
+            if key in self.seen or key in self.inputs or \
+                    storage.nbytes() == 0:
                 continue
             self.seen.add(key)
             self.live += storage.nbytes()
@@ -120,17 +123,20 @@ def peak():
         q, k, v = (torch.randn(tree.num_nodes, 8, 64).to(dtype)
                    .requires_grad_() for _ in range(3))
         unit = tree.num_nodes * 8 * 64 * q.element_size()
-        mode = _LiveBytes()
+        grad_out = torch.randn_like(q)    # an input, as in a training step
+        mode = _LiveBytes((q, k, v, grad_out))
         with mode:
             out = hsa_attention(q, k, v, layout=layout)
-            grads = torch.autograd.grad(out.float().square().sum(),
-                                        (q, k, v))
+            grads = torch.autograd.grad(out, (q, k, v), grad_out)
             del out, grads
+        # With q, k, v and the output's gradient: what a step holds in all.
+        total = mode.peak + 4 * unit
         print(f"{leaves} leaves, {'ragged' if ragged else 'balanced'}, "
               f'{str(dtype)[6:]}: peak {mode.peak / 2**20:.0f}'
-              f' MiB live = {mode.peak / unit:.1f} x one [N, 8, 64] input; '
-              f'1,048,576 leaves by proportion: '
-              f'{mode.peak / 2**30 * 1048576 / leaves:.1f} GiB')
+              f' MiB beyond the inputs = {mode.peak / unit:.1f} x one'
+              f' [N, 8, 64] input; 1,048,576 leaves by proportion: '
+              f'{mode.peak / 2**30 * 1048576 / leaves:.1f} GiB, with q, k, v'
+              f' and d out: {total / 2**30 * 1048576 / leaves:.1f} GiB')
 
 
 def main():

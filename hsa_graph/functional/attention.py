@@ -30,11 +30,9 @@ from .dp_steps import (_bucket_softmax, _family_softmax, _free_energies,
                        _self_logits)
 from .level_order import _from_levels, _to_levels
 from .levels import _leaf_means_levels, _level_positions
+from .precision import stat_dtype
 
 __all__ = ['hsa_attention', 'hsa_log_partition']
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
-
 
 def _check_inputs(query: Tensor, key: Tensor, value: Optional[Tensor],
                   pos: Optional[Tensor]) -> None:
@@ -76,12 +74,6 @@ def _resolve_layout(query: Tensor, edge_index: Optional[Tensor],
     return layout
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    # Log-sum-exps and long sums need more than 8 mantissa bits.
-    return torch.float32 if dtype in _LOW_PRECISION else dtype
-
-
-
 def hsa_log_partition(query: Tensor, key: Tensor,
                       edge_index: Optional[Tensor] = None, *,
                       pos: Optional[Tensor] = None, include_self: bool = False,
@@ -106,7 +98,8 @@ def hsa_log_partition(query: Tensor, key: Tensor,
     """
     _check_inputs(query, key, None, pos)
     layout = _resolve_layout(query, edge_index, num_nodes, layout)
-    dtype = _compute_dtype(query.dtype)
+    # Free energies are log masses all through: float32 for half inputs.
+    dtype = stat_dtype(torch.promote_types(query.dtype, key.dtype))
     scale = 1.0 / math.sqrt(query.size(-1))
     query_levels = _to_levels(query, layout, dtype)
     key_levels = _to_levels(key, layout, dtype)
@@ -175,16 +168,22 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
         - **output:** ``[N, H, Cv]``: leaf rows hold :math:`y_i`, internal
           rows the mean of their leaves' outputs.
 
-    Half-precision inputs are computed in float32 and cast back.
+    Half-precision (float16, bfloat16) inputs keep their dtype for every
+    ``[N, H, C]``-sized tensor, with the logits, the softmax and the
+    stick-breaking weights in float32, as in attention kernels; the output
+    has the inputs' dtype.
     """
     _check_inputs(query, key, value, pos)
     layout = _resolve_layout(query, edge_index, num_nodes, layout)
-    dtype = _compute_dtype(query.dtype)
+    # Level tensors in the inputs' dtype; logits and masses in float32 for
+    # half-precision inputs (precision.py).
+    dtype = torch.promote_types(torch.promote_types(query.dtype, key.dtype),
+                                value.dtype)
     scale = 1.0 / math.sqrt(query.size(-1))
-    query_levels = _to_levels(query, layout, dtype)   # per level (n, H, C)
+    query_levels = _to_levels(query, layout, dtype)   # per level (H, n, C)
     key_levels = _to_levels(key, layout, dtype)
-    value_levels = _to_levels(value, layout, dtype)   # per level (n, H, Cv)
-    pos_levels = _level_positions(pos, layout, dtype)
+    value_levels = _to_levels(value, layout, dtype)   # per level (H, n, Cv)
+    pos_levels = _level_positions(pos, layout, stat_dtype(dtype))
 
     # The deepest level first when its families are the children of the
     # level above: its softmax node then also sums the parents' totals, and

@@ -13,6 +13,7 @@ from ..layout import FamilyBucket, TreeLayout
 from .family_mixture import family_mixture
 from .levels import Levels, _gather_level_members, _gather_members
 from .passes import children_sum
+from .precision import bmm_stat, stat_dtype
 from .sibling_softmax import sibling_softmax
 
 
@@ -45,7 +46,8 @@ def _bucket_softmax(query: Tensor, key: Tensor, value: Optional[Tensor],
             for t in (query, key, value, pos))
     q, k, v, p = query, key, value, pos                 # (H*F, B, *)
     heads = q.size(0) // num_families
-    bias = bucket.sibling_mask.to(q.dtype).view(1, num_families, size, size)
+    bias = bucket.sibling_mask.to(stat_dtype(q.dtype)).view(
+        1, num_families, size, size)
     if p is not None:
         bias = bias + torch.bmm(p, p.transpose(1, 2)).view(
             -1, num_families, size, size)
@@ -97,7 +99,8 @@ def _family_softmax(mean_query: Levels, mean_key: Levels,
             continue
         if not level.buckets:
             masses.append(mean_query[depth].new_full(
-                (heads, level.node_ids.size(0)), -math.inf))
+                (heads, level.node_ids.size(0)), -math.inf,
+                dtype=stat_dtype(mean_query[depth].dtype)))
             if values is not None:
                 values.append(None)
             continue
@@ -181,6 +184,7 @@ def _accumulate(out: Optional[Tensor], weight: Tensor, value: Tensor,
                 owned: bool) -> Tensor:
     r"""``out + weight * value`` (``weight`` ends in a size-1 channel
     dimension), in place when :obj:`out` is owned."""
+    weight = weight.to(value.dtype)  # a float32 weight would promote the sum
     if out is None:
         return weight * value
     if torch.compiler.is_compiling():     # Inductor fuses the plain ops
@@ -334,7 +338,13 @@ def _family_blocks(num_parents: int):
 def _self_logits(query: Levels, key: Levels, pos: Optional[Levels],
                  scale: float) -> Levels:
     r"""``q_i . k_i / sqrt(d) + eps_i . eps_i`` per level, ``[H, n]``."""
-    logits = [(q * k).sum(-1) * scale for q, k in zip(query, key)]
+    def logit(q: Tensor, k: Tensor) -> Tensor:
+        if stat_dtype(q.dtype) == q.dtype:
+            return (q * k).sum(-1) * scale
+        # half precision: float32 dot products (precision.py)
+        return bmm_stat(q.reshape(-1, 1, q.size(-1)),
+                        k.reshape(-1, k.size(-1), 1), scale).view(q.shape[:2])
+    logits = [logit(q, k) for q, k in zip(query, key)]
     if pos is not None:
         logits = [logit + (p * p).sum(-1) for logit, p in zip(logits, pos)]
     return logits

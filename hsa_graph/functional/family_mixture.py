@@ -26,6 +26,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from .precision import bmm_stat
 from .sibling_softmax import _logits
 
 __all__ = ['family_mixture']
@@ -56,14 +57,16 @@ class _FamilyMixture(torch.autograd.Function):
         size = query.size(1)
         mix = _mixing(_softmax_weights(query, key, bias, mass, scale, heads),
                       leave, self_weight).view(-1, size, size)
+        mix_low = mix.to(value.dtype)    # see precision.py
         if parent_out is None:
-            out = torch.bmm(mix, value)
+            out = torch.bmm(mix_low, value)
         else:   # the parents' rows broadcast as the matmul's input
             out = torch.baddbmm(parent_out.reshape(-1, 1, value.size(-1)),
-                                mix, value)
+                                mix_low, value)
         # The family totals of out (the parents' output sums), from B x B
         # numbers: sum_i out_i = B out_P + (1^T M) v.
-        sums = torch.bmm(mix.sum(1, keepdim=True), value).squeeze(1)
+        sums = torch.bmm(mix.sum(1, keepdim=True).to(value.dtype),
+                         value).squeeze(1)
         if parent_out is not None:
             sums = sums.add_(parent_out.reshape(sums.shape), alpha=size)
         ctx.scale, ctx.heads = scale, heads
@@ -90,14 +93,15 @@ class _FamilyMixture(torch.autograd.Function):
         # (s = grad_sums), applied as rank-one updates, never materialised.
         grad_mix = grad_value = grad_parent = None
         if grad_out is not None:
-            grad_mix = torch.bmm(grad_out, value_t)              # (HF, B, B)
-            grad_value = torch.bmm(mix.transpose(1, 2), grad_out)
+            grad_mix = bmm_stat(grad_out, value_t)               # (HF, B, B)
+            grad_value = torch.bmm(mix.transpose(1, 2).to(value.dtype),
+                                   grad_out)
             grad_parent = grad_out.sum(1)
         if grad_sums is not None:
-            row = torch.bmm(grad_sums.unsqueeze(1), value_t)     # (HF, 1, B)
+            row = bmm_stat(grad_sums.unsqueeze(1), value_t)      # (HF, 1, B)
             grad_mix = row.expand(mix.shape) if grad_mix is None else \
                 grad_mix.add_(row)
-            column = mix.sum(1).unsqueeze(-1)                    # (HF, B, 1)
+            column = mix.sum(1).unsqueeze(-1).to(value.dtype)    # (HF, B, 1)
             if grad_value is None:
                 grad_value = torch.bmm(column, grad_sums.unsqueeze(1))
             else:
@@ -105,14 +109,23 @@ class _FamilyMixture(torch.autograd.Function):
                                                  grad_sums.unsqueeze(1))
             grad_parent = grad_sums * size if grad_parent is None else \
                 grad_parent.add_(grad_sums, alpha=size)
+        del mix       # B x B float32 tensors are a third of a level tensor
         grad_mix = grad_mix.reshape(weights.shape)               # (H, F, B, B)
         grad_leave = (grad_mix * weights).sum(-1)
         grad_self = grad_mix.diagonal(dim1=-2, dim2=-1) if ctx.has_self \
             else None
         # Back through the softmax: d logits = w * (d w - sum_j w d w).
-        grad_weights = grad_mix * leave.unsqueeze(-1)
-        centre = (grad_weights * weights).sum(-1, keepdim=True)
-        grad_logits = weights * (grad_weights - centre)
+        if torch.is_grad_enabled() or not grad_mix.is_contiguous():
+            # double backward keeps every input; a broadcast row stays as is
+            grad_weights = grad_mix * leave.unsqueeze(-1)
+            centre = (grad_weights * weights).sum(-1, keepdim=True)
+            grad_logits = weights * (grad_weights - centre)
+        else:   # in place: one B x B tensor less alive per step
+            if grad_self is not None:
+                grad_self = grad_self.clone()
+            grad_weights = grad_mix.mul_(leave.unsqueeze(-1))
+            centre = (grad_weights * weights).sum(-1, keepdim=True)
+            grad_logits = grad_weights.sub_(centre).mul_(weights)
         if ctx.has_parent:
             grad_parent = grad_parent.view(leave.shape[:2] + (-1, ))
         else:

@@ -17,21 +17,17 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from .precision import bmm_stat, scaled_bmm
+
 __all__ = ['sibling_softmax']
 
 
 def _logits(query: Tensor, key: Tensor, bias: Tensor, scale: float,
             heads: int) -> Tensor:
     size = query.size(1)
-    logits = _scaled_bmm(query, key.transpose(1, 2), scale)
+    # float32 for half-precision q, k (precision.py), like the bias.
+    logits = bmm_stat(query, key.transpose(1, 2), scale)
     return logits.view(heads, -1, size, size).add_(bias)   # (H, F, B, B)
-
-
-def _scaled_bmm(left: Tensor, right: Tensor, scale: float) -> Tensor:
-    # scale * (left @ right) in one kernel (beta=0 ignores the input), and
-    # in place: out-of-place baddbmm would allocate a second output.
-    out = left.new_empty(left.size(0), left.size(1), right.size(2))
-    return out.baddbmm_(left, right, beta=0.0, alpha=scale)
 
 
 def _plus_broadcast(out: Optional[Tensor], family_grad: Optional[Tensor],
@@ -79,7 +75,8 @@ class _SiblingSoftmax(torch.autograd.Function):
             return (mass, passed) + sums + (channel, )
         weights = logits.sub_(mass.unsqueeze(-1)).exp_()
         size = query.size(1)
-        mixed = torch.bmm(weights.view(-1, size, size), value)
+        mixed = torch.bmm(weights.view(-1, size, size).to(value.dtype),
+                          value)
         return (mass, mixed) + sums + (channel, )
 
     @staticmethod
@@ -103,14 +100,15 @@ class _SiblingSoftmax(torch.autograd.Function):
         if ctx.passes_value:
             grad_value, grad_mixed = grad_mixed, None
         if value is not None and grad_mixed is not None:
-            flat_weights = weights.view(-1, size, size).transpose(1, 2)
+            flat_weights = weights.view(-1, size, size).transpose(1, 2).to(
+                value.dtype)
             if grad_value_sum is None:
                 grad_value = torch.bmm(flat_weights, grad_mixed)
             else:   # the family sums' gradient, added in the same kernel
                 grad_value = torch.baddbmm(grad_value_sum.unsqueeze(1),
                                            flat_weights, grad_mixed)
                 grad_value_sum = None
-            grad_weights = torch.bmm(grad_mixed, value.transpose(1, 2)).view(
+            grad_weights = bmm_stat(grad_mixed, value.transpose(1, 2)).view(
                 weights.shape)
             centre = (grad_weights * weights).sum(-1, keepdim=True)
             row_term = -centre if row_term is None else row_term - centre
@@ -122,9 +120,9 @@ class _SiblingSoftmax(torch.autograd.Function):
                 grad_logits.add_(grad_channel)
         grad_query = grad_key = grad_bias = None
         if grad_logits is not None:
-            flat = grad_logits.reshape(-1, size, size)
-            grad_query = _scaled_bmm(flat, key, scale)
-            grad_key = _scaled_bmm(flat.transpose(1, 2), query, scale)
+            flat = grad_logits.reshape(-1, size, size).to(query.dtype)
+            grad_query = scaled_bmm(flat, key, scale)
+            grad_key = scaled_bmm(flat.transpose(1, 2), query, scale)
             if ctx.needs_input_grad[3]:
                 grad_bias = grad_logits
                 if bias.size(0) == 1 and heads > 1:
