@@ -31,10 +31,30 @@ def children_sum(child: Tensor, layout: TreeLayout, level: int,
         # broadcast (no scatter forward, no gathered copy backward).
         dim = dim % child.dim()
         return child.unflatten(dim, (size, -1)).sum(dim + 1)
-    shape = list(child.shape)
-    shape[dim] = size
-    out = child.new_zeros(shape)
-    return out.index_add(dim, layout.levels[level + 1].parent_local, child)
+    index = layout.levels[level + 1].parent_local
+    if torch.compiler.is_compiling():     # Inductor plans its own buffers
+        shape = list(child.shape)
+        shape[dim] = size
+        return child.new_zeros(shape).index_add(dim, index, child)
+    return _SumIntoParents.apply(child, index, size, dim)
+
+
+class _SumIntoParents(torch.autograd.Function):
+    r"""``zeros.index_add(dim, index, child)``, saving only the index:
+    autograd's ``index_add`` saves its whole source for backward, which
+    kept every ragged level's q, k and v copies alive until backward."""
+    @staticmethod
+    def forward(ctx, child: Tensor, index: Tensor, size: int, dim: int):
+        ctx.save_for_backward(index)
+        ctx.dim = dim % child.dim()
+        shape = list(child.shape)
+        shape[ctx.dim] = size
+        return child.new_zeros(shape).index_add_(ctx.dim, index, child)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        index, = ctx.saved_tensors
+        return grad.index_select(ctx.dim, index), None, None, None
 
 
 def subtree_sum_lo(values: Tensor, layout: TreeLayout) -> Tensor:
