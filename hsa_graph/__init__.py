@@ -1,6 +1,6 @@
 r"""hsa_graph: Hierarchical Self-Attention (Amizadeh et al., NeurIPS 2025) for
 PyTorch Geometric."""
-from .allocator import keep_freed_memory
+from .allocator import advise_huge_pages, keep_freed_memory
 from .hierarchy import Hierarchy
 from .layout import TreeLayout, tree_layout
 from .functional import *  # noqa: F401,F403
@@ -12,5 +12,6 @@ from . import (allocator, convert, datasets, functional, nn, plot, sampling,  # 
 
 __version__ = '0.1.0'
 
-__all__ = (['Hierarchy', 'keep_freed_memory', 'TreeLayout', 'tree_layout', '__version__'] +
+__all__ = (['Hierarchy', 'keep_freed_memory', 'advise_huge_pages',
+            'TreeLayout', 'tree_layout', '__version__'] +
            list(_functional_all) + list(_convert_all))

@@ -45,3 +45,38 @@ def test_keep_freed_memory_is_a_no_op_without_glibc(monkeypatch):
     from hsa_graph import allocator
     monkeypatch.setattr(allocator.sys, 'platform', 'darwin')
     assert allocator.keep_freed_memory() is False
+
+
+def _vm_flags(address):
+    r"""The VmFlags of the mapping holding :obj:`address` (Linux)."""
+    current = None
+    with open('/proc/self/smaps') as smaps:
+        for line in smaps:
+            head = line.split()[0]
+            if '-' in head and not head.endswith(':'):
+                lo, hi = (int(x, 16) for x in head.split('-'))
+                current = lo <= address < hi
+            elif head == 'VmFlags:' and current:
+                return line.split()[1:]
+    return None
+
+
+@pytest.mark.skipif(_glibc() is None, reason='needs Linux with glibc')
+def test_new_buffer_advises_huge_pages_for_large_cpu_buffers():
+    import torch
+    from hsa_graph.allocator import advise_huge_pages, new_buffer
+    like = torch.zeros(1, dtype=torch.float64)
+    big = new_buffer(like, (8, 2**20))          # 64 MiB of float64
+    assert big.shape == (8, 2**20) and big.dtype == torch.float64
+    middle = big.data_ptr() + big.numel() * big.element_size() // 2
+    assert 'hg' in _vm_flags(middle)
+    small = new_buffer(like, (1000, ), torch.float32)
+    assert small.dtype == torch.float32 and small.numel() == 1000
+    previous = advise_huge_pages(False)
+    try:
+        assert previous is True
+        plain = new_buffer(like, (8, 2**20))
+        middle = plain.data_ptr() + plain.numel() * plain.element_size() // 2
+        assert 'hg' not in _vm_flags(middle)
+    finally:
+        advise_huge_pages(previous)

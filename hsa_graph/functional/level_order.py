@@ -14,6 +14,7 @@ from typing import List, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
+from ..allocator import new_buffer
 from ..layout import TreeLayout
 
 Levels = List[Tensor]
@@ -71,20 +72,29 @@ def _level_index(layout: TreeLayout) -> _LevelIndex:
 
 def _gather_levels(t: Tensor, plan: _LevelIndex,
                    dtype: torch.dtype) -> Levels:
-    head_major = t.to(dtype).transpose(0, 1)
+    head_major = t.transpose(0, 1)      # copy_ below converts the dtype
     if plan.ids is not None:
+        head_major = head_major.to(dtype)
         if torch.compiler.is_compiling():   # Inductor lowers it to a gather
             return [head_major.index_select(1, level_ids)
                     for level_ids in plan.ids]
         # Indexing, not index_select: eager index_select on CPU copies a
         # strided input whole before gathering, i.e. all N rows per level.
         return [head_major[:, level_ids] for level_ids in plan.ids]
+    if torch.compiler.is_compiling():
+        return [torch.cat([head_major[:, start:start + length]
+                           for start, length in runs], dim=1)
+                for runs in plan.runs]
     pieces = []
-    for runs in plan.runs:              # slices are plain strided copies
-        parts = [head_major[:, start:start + length]
-                 for start, length in runs]
-        pieces.append(parts[0].contiguous() if len(parts) == 1 else
-                      torch.cat(parts, dim=1))
+    for size, runs in zip(plan.sizes, plan.runs):
+        # slices are plain strided copies, into a (huge-paged) buffer
+        piece = new_buffer(t, (t.size(1), size) + t.shape[2:], dtype)
+        offset = 0
+        for start, length in runs:
+            piece[:, offset:offset + length].copy_(
+                head_major[:, start:start + length])
+            offset += length
+        pieces.append(piece)
     return pieces
 
 
@@ -94,20 +104,29 @@ def _scatter_levels(pieces: List[Optional[Tensor]], plan: _LevelIndex,
     :obj:`dtype` if given); a ``None`` piece stands for zeros."""
     like = next(piece for piece in pieces if piece is not None)
     dtype = like.dtype if dtype is None else dtype
-    rows = [None if piece is None else piece.transpose(0, 1).to(dtype)
+    rows = [None if piece is None else piece.transpose(0, 1)
             for piece in pieces]
-    if plan.ids is None:      # runs: one cat writes every row, in order
-        parts = []
+    shape = (sum(plan.sizes), like.size(0)) + like.shape[2:]
+    if plan.ids is not None or torch.compiler.is_compiling():
+        rows = [None if row is None else row.to(dtype) for row in rows]
+    if plan.ids is None and torch.compiler.is_compiling():
+        return torch.cat([
+            like.new_zeros((length, ) + shape[1:], dtype=dtype)
+            if rows[depth] is None else rows[depth][offset:offset + length]
+            for depth, offset, length in plan.segments], dim=0)
+    out = new_buffer(like, shape, dtype)    # every row is written below
+    if plan.ids is None:      # runs: every row written once, in order
+        start = 0
         for depth, offset, length in plan.segments:
             row = rows[depth]
-            parts.append(like.new_zeros((length, ) + like.shape[:1] +
-                                        like.shape[2:], dtype=dtype)
-                         if row is None else row[offset:offset + length])
-        return torch.cat(parts, dim=0)
+            if row is None:
+                out[start:start + length].zero_()
+            else:
+                out[start:start + length].copy_(row[offset:offset + length])
+            start += length
+        return out
     # One write per row: each level's transposed view goes straight into
     # its node-major rows, with no concatenated copy in between.
-    shape = (sum(plan.sizes), like.size(0)) + like.shape[2:]
-    out = like.new_empty(shape, dtype=dtype)   # every row is written below
     for row, level_ids in zip(rows, plan.ids):
         if row is None:
             out.index_fill_(0, level_ids, 0)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from ..allocator import new_buffer
+
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -51,7 +53,7 @@ def scaled_bmm(left: torch.Tensor, right: torch.Tensor,
     r"""``scale * (left @ right)`` in one kernel (beta=0 ignores the
     input), in place: out-of-place baddbmm would allocate a second
     output."""
-    out = left.new_empty(left.size(0), left.size(1), right.size(2))
+    out = new_buffer(left, (left.size(0), left.size(1), right.size(2)))
     return out.baddbmm_(left, right, beta=0.0, alpha=scale)
 
 
@@ -71,7 +73,7 @@ def bmm_stat(left: torch.Tensor, right: torch.Tensor,
     if _bmm_out_dtype_works(left.device, left.dtype):
         out = torch.bmm(left, right, out_dtype=dtype)
         return out if scale == 1.0 else out.mul_(scale)
-    out = left.new_empty(batch, rows, cols, dtype=dtype)
+    out = new_buffer(left, (batch, rows, cols), dtype)
     per_block = left[0].numel() + right[0].numel()
     step = max(1, _CHUNK_ELEMENTS // max(per_block, 1))
     for start in range(0, batch, step):
