@@ -59,10 +59,11 @@ def _glibc():
 _LIBC = _glibc()
 _MADV_HUGEPAGE = 14          # <sys/mman.h>
 _HUGE_PAGE = 2 << 20
-# Below glibc's largest mmap threshold (32 MB) a freed block goes back to
-# the heap and is reused without new faults; above it every new block is
-# mapped afresh, which is where huge pages pay.
-_MIN_BYTES = 16 << 20
+# Below glibc's largest mmap threshold (32 MiB) a freed block goes back to
+# the heap and is reused without new faults; from it on every new block is
+# mapped afresh, which is where huge pages pay (and only fresh mappings are
+# advised, never the heap).
+_MIN_BYTES = 32 << 20
 _HUGE_PAGES = {'on': True}
 
 
@@ -87,13 +88,15 @@ def advise_huge_pages(enabled: bool = True) -> bool:
 def new_buffer(like: torch.Tensor, shape: Sequence[int],
                dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     r"""``like.new_empty(shape, dtype=dtype)``; on Linux CPU, a buffer of
-    at least 16 MiB is advised to use transparent huge pages before its
+    at least 32 MiB is advised to use transparent huge pages before its
     first write (its pages are untouched: a fresh ``mmap``)."""
+    if torch.compiler.is_compiling():
+        return like.new_empty(shape, dtype=dtype)
     out = like.new_empty(shape, dtype=dtype)
+    if out.device.type != 'cpu' or not _HUGE_PAGES['on'] or _LIBC is None:
+        return out
     nbytes = out.numel() * out.element_size()
-    if (nbytes >= _MIN_BYTES and out.device.type == 'cpu' and
-            _HUGE_PAGES['on'] and _LIBC is not None and
-            not torch.compiler.is_compiling()):
+    if nbytes >= _MIN_BYTES:
         start = out.data_ptr()
         first = -(-start // _HUGE_PAGE) * _HUGE_PAGE     # whole huge pages
         last = (start + nbytes) // _HUGE_PAGE * _HUGE_PAGE

@@ -93,3 +93,27 @@ def test_inductor_compiles_backward_of_a_single_tree():
     attend = lambda q, k, v: hsa_attention(q, k, v, layout=layout)  # noqa
     for got, want in zip(step(torch.compile(attend)), step(attend)):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_dynamic_compile_traces_ragged_backward():
+    # Dynamo traces an autograd.Function's backward when its inputs need
+    # gradients; a helper called there with a default float argument
+    # (bmm_stat's scale) failed to trace in torch 2.13 ("lift_tracked_
+    # freevar_to_input should not be called on root SubgraphTracer") on
+    # ragged levels, where the sibling softmax mixes values itself.
+    import torch._dynamo
+    from hsa_graph.datasets.fake import ragged_parent
+    from hsa_graph.nn import HSAConv
+    torch._dynamo.reset()
+    conv = HSAConv(16, 8, heads=2)
+    compiled = torch.compile(conv, dynamic=True)
+    parent = ragged_parent(120, 6, torch.Generator().manual_seed(1))
+    h = Hierarchy.from_parent(parent, x=torch.randn(parent.numel(), 16))
+    layout = h.layout(compile_friendly=True)
+    x = h.x.requires_grad_()
+
+    def step(fn):
+        out = fn(x, h.edge_index, layout=layout)
+        return (out, *torch.autograd.grad(out.square().sum(), x))
+    for got, want in zip(step(compiled), step(conv)):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)

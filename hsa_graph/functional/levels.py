@@ -12,6 +12,7 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
+from ..allocator import new_buffer
 from ..layout import FamilyBucket, TreeLayout
 from .level_order import Levels, _to_levels
 from .passes import children_sum
@@ -66,7 +67,8 @@ def _leaf_means_levels(values: Levels, layout: TreeLayout,
         else:
             total = children_sum(sums[depth + 1], layout, depth, dim=1)
         if level.leaf_kind == 'mixed':
-            total = total + values[depth] * _node_vector(level.is_leaf, total)
+            total = torch.addcmul(total, values[depth],
+                                  _node_vector(level.is_leaf, total))
         sums[depth] = total
         means[depth] = total / _node_vector(level.leaf_count, total)
     return means
@@ -118,15 +120,19 @@ class _GatherMembers(torch.autograd.Function):
         ctx.save_for_backward(*indices)
         ctx.rows_shape = rows.shape
         ctx.set_materialize_grads(False)
-        return tuple(rows.index_select(1, index.flatten()).reshape(
-            -1, index.size(1), rows.size(-1)) for index in indices)
+        def gather(index: Tensor) -> Tensor:
+            out = new_buffer(rows, (rows.size(0), index.numel(),
+                                    rows.size(-1)))
+            return torch.index_select(rows, 1, index.flatten(), out=out)
+        return tuple(gather(index).view(-1, index.size(1), rows.size(-1))
+                     for index in indices)
 
     @staticmethod
     def backward(ctx, *grads: Optional[Tensor]):
         indices = ctx.saved_tensors
         heads, _, channels = ctx.rows_shape
         first = next(g for g in grads if g is not None)
-        grad = first.new_zeros(ctx.rows_shape)
+        grad = new_buffer(first, ctx.rows_shape).zero_()
         for index, g in zip(indices, grads):
             if g is not None:   # padding repeats a member: add, not copy
                 grad.index_add_(1, index.flatten(),

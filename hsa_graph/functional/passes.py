@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ..allocator import new_buffer
 from ..layout import TreeLayout, tree_layout
 
 __all__ = ['tree_upward', 'tree_downward']
@@ -49,12 +50,19 @@ class _SumIntoParents(torch.autograd.Function):
         ctx.dim = dim % child.dim()
         shape = list(child.shape)
         shape[ctx.dim] = size
-        return child.new_zeros(shape).index_add_(ctx.dim, index, child)
+        return new_buffer(child, shape).zero_().index_add_(ctx.dim, index,
+                                                           child)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         index, = ctx.saved_tensors
-        return grad.index_select(ctx.dim, index), None, None, None
+        if torch.is_grad_enabled():     # double backward: out= has no grad
+            return grad.index_select(ctx.dim, index), None, None, None
+        shape = list(grad.shape)
+        shape[ctx.dim] = index.numel()
+        return (torch.index_select(grad, ctx.dim, index,
+                                   out=new_buffer(grad, shape)),
+                None, None, None)
 
 
 def subtree_sum_lo(values: Tensor, layout: TreeLayout) -> Tensor:

@@ -53,19 +53,23 @@ def scaled_bmm(left: torch.Tensor, right: torch.Tensor,
     r"""``scale * (left @ right)`` in one kernel (beta=0 ignores the
     input), in place: out-of-place baddbmm would allocate a second
     output."""
+    if torch.compiler.is_compiling():   # Inductor plans its own buffers
+        out = torch.bmm(left, right)
+        return out if scale == 1.0 else out * scale
     out = new_buffer(left, (left.size(0), left.size(1), right.size(2)))
     return out.baddbmm_(left, right, beta=0.0, alpha=scale)
 
 
 def bmm_stat(left: torch.Tensor, right: torch.Tensor,
-             scale: float = 1.0) -> torch.Tensor:
+             scale: float) -> torch.Tensor:
     r"""``scale * (left @ right)`` in the statistics dtype: for half inputs
     the matmul's float32 accumulator is kept, not rounded to 8 mantissa
     bits (a logit of 10 would be off by up to 0.03, the softmax weight by
     3%). Used for the ``B x B`` products of level tensors: logits and their
-    gradients."""
+    gradients. (:obj:`scale` has no default: under ``torch.compile``, a
+    default float argument of a function called in an autograd.Function's
+    backward failed to trace in torch 2.13.)"""
     dtype = stat_dtype(left.dtype)
-    batch, rows, cols = left.size(0), left.size(1), right.size(2)
     if dtype == left.dtype:
         return scaled_bmm(left, right, scale)
     if torch.compiler.is_compiling():
@@ -73,6 +77,8 @@ def bmm_stat(left: torch.Tensor, right: torch.Tensor,
     if _bmm_out_dtype_works(left.device, left.dtype):
         out = torch.bmm(left, right, out_dtype=dtype)
         return out if scale == 1.0 else out.mul_(scale)
+    # (sizes read only here: a traced backward must not see unused ones)
+    batch, rows, cols = left.size(0), left.size(1), right.size(2)
     out = new_buffer(left, (batch, rows, cols), dtype)
     per_block = left[0].numel() + right[0].numel()
     step = max(1, _CHUNK_ELEMENTS // max(per_block, 1))

@@ -17,6 +17,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from ..allocator import new_buffer
 from .precision import bmm_stat, scaled_bmm
 
 __all__ = ['sibling_softmax']
@@ -76,7 +77,7 @@ class _SiblingSoftmax(torch.autograd.Function):
         weights = logits.sub_(mass.unsqueeze(-1)).exp_()
         size = query.size(1)
         mixed = torch.bmm(weights.view(-1, size, size).to(value.dtype),
-                          value)
+                          value, out=new_buffer(value, value.shape))
         return (mass, mixed) + sums + (channel, )
 
     @staticmethod
@@ -102,14 +103,18 @@ class _SiblingSoftmax(torch.autograd.Function):
         if value is not None and grad_mixed is not None:
             flat_weights = weights.view(-1, size, size).transpose(1, 2).to(
                 value.dtype)
+            # into a huge-paged buffer, unless building a double backward
+            # (out= is not differentiable)
+            out = {} if torch.is_grad_enabled() else dict(
+                out=new_buffer(grad_mixed, value.shape))
             if grad_value_sum is None:
-                grad_value = torch.bmm(flat_weights, grad_mixed)
+                grad_value = torch.bmm(flat_weights, grad_mixed, **out)
             else:   # the family sums' gradient, added in the same kernel
                 grad_value = torch.baddbmm(grad_value_sum.unsqueeze(1),
-                                           flat_weights, grad_mixed)
+                                           flat_weights, grad_mixed, **out)
                 grad_value_sum = None
-            grad_weights = bmm_stat(grad_mixed, value.transpose(1, 2)).view(
-                weights.shape)
+            grad_weights = bmm_stat(grad_mixed, value.transpose(1, 2),
+                                    1.0).view(weights.shape)
             centre = (grad_weights * weights).sum(-1, keepdim=True)
             row_term = -centre if row_term is None else row_term - centre
             grad_logits = weights * (grad_weights + row_term)
