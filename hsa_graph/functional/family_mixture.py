@@ -104,12 +104,12 @@ class _FamilyMixture(torch.autograd.Function):
         # (s = grad_sums), applied as rank-one updates, never materialised.
         grad_mix = grad_value = grad_parent = None
         if grad_out is not None:
-            grad_mix = bmm_stat(grad_out, value_t, 1.0)               # (HF, B, B)
+            grad_mix = bmm_stat(grad_out, value_t, 1.0)          # (HF, B, B)
             grad_value = _bmm(mix.transpose(1, 2).to(value.dtype),
                               grad_out)
             grad_parent = grad_out.sum(1)
         if grad_sums is not None:
-            row = bmm_stat(grad_sums.unsqueeze(1), value_t, 1.0)      # (HF, 1, B)
+            row = bmm_stat(grad_sums.unsqueeze(1), value_t, 1.0)  # HF, 1, B
             grad_mix = row.expand(mix.shape) if grad_mix is None else \
                 grad_mix.add_(row)
             column = mix.sum(1).unsqueeze(-1).to(value.dtype)    # (HF, B, 1)
