@@ -5,11 +5,15 @@ r"""Small measurements quoted in the docs, one subcommand each:
     python benchmarks/probes.py layout   # tree_layout build time for typical batches
     python benchmarks/probes.py gather   # gathering a level of a batch: index_select vs indexing
     python benchmarks/probes.py peak     # peak live tensor bytes of a step (device-independent)
+    python benchmarks/probes.py hugepages  # a fresh 64 MiB tensor, plain vs new_buffer (huge pages)
+    python benchmarks/probes.py strided  # per-head bmm on node-order views vs one batched bmm
+    python benchmarks/probes.py half     # half-precision error, float32 vs rounded logits
 """
 import argparse
 import os
 import resource
 import sys
+import time
 
 import torch
 
@@ -139,9 +143,101 @@ def peak():
               f' and d out: {total / 2**30 * 1048576 / leaves:.1f} GiB')
 
 
+def hugepages():
+    from hsa_graph.allocator import new_buffer
+    like = torch.zeros(1)
+    for name, make in [('torch.empty', lambda: torch.empty(8, 32768, 64)),
+                       ('new_buffer', lambda: new_buffer(like, (8, 32768, 64)))]:
+        make().fill_(1.0)          # first use (the kernel may compact once)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        start = time.perf_counter()
+        for _ in range(10):
+            make().fill_(1.0)
+        ms = (time.perf_counter() - start) * 100
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt -
+                  faults) // 10
+        print(f'fresh [8, 32768, 64] float32 via {name:11s}: written in '
+              f'{ms:5.1f} ms, {faults:6d} page faults')
+
+
+def strided():
+    families, size, heads, channels = 4096, 16, 8, 64
+    q = torch.randn(families * size, heads, channels)
+    k = torch.randn(families * size, heads, channels)
+    q_blocks = q.transpose(0, 1).reshape(heads * families, size, channels)
+    k_blocks = k.transpose(0, 1).reshape(heads * families, size, channels)
+    grad = torch.randn(heads, families, size, size)
+    logits = torch.empty(heads, families, size, size)
+    dq = torch.empty_like(q)
+
+    def node_order_logits():   # strided views of node-order rows, per head
+        qv, kv = q.view(families, size, heads, channels), \
+            k.view(families, size, heads, channels)
+        for h in range(heads):
+            logits[h].baddbmm_(qv[:, :, h], kv[:, :, h].transpose(1, 2),
+                               beta=0)
+
+    def node_order_grad():     # strided output rows, per head
+        kv, out = k.view(families, size, heads, channels), \
+            dq.view(families, size, heads, channels)
+        for h in range(heads):
+            torch.bmm(grad[h], kv[:, :, h], out=out[:, :, h])
+    cases = [
+        ('logits, one batched bmm', lambda: torch.bmm(
+            q_blocks, k_blocks.transpose(1, 2))),
+        ('logits, per head on node order', node_order_logits),
+        ('d q, one batched bmm', lambda: torch.bmm(
+            grad.view(-1, size, size), k_blocks)),
+        ('d q, per head into node order', node_order_grad)]
+    for name, fn in cases:
+        fn()
+        start = time.perf_counter()
+        for _ in range(10):
+            fn()
+        print(f'{name:32s}: {(time.perf_counter() - start) * 100:6.1f} ms')
+
+
+def half():
+    import hsa_graph.functional.sibling_softmax as softmax
+    from hsa_graph import Hierarchy, hsa_attention
+    from hsa_graph.functional.precision import stat_dtype
+    parent = [-1] + [0] * 4 + [1 + i // 32 for i in range(128)]
+    h = Hierarchy.from_parent(parent)
+
+    def worst():
+        errors = {}
+        for seed in range(4):
+            gen = torch.Generator().manual_seed(seed)
+            q, k = (2 * torch.randn(h.num_nodes, 2, 32, generator=gen)
+                    for _ in range(2))
+            v = torch.randn(h.num_nodes, 2, 32, generator=gen)
+            for dtype in (torch.bfloat16, torch.float16):
+                for include_self in (False, True):
+                    low = [t.to(dtype) for t in (q, k, v)]
+                    out = hsa_attention(*low, h.edge_index,
+                                        include_self=include_self)
+                    ref = hsa_attention(*(t.double() for t in low),
+                                        h.edge_index,
+                                        include_self=include_self)
+                    err = float((out.double() - ref).abs().max() /
+                                ref.abs().max())
+                    name = str(dtype)[6:]
+                    errors[name] = max(errors.get(name, 0.0), err)
+        return errors
+    print('float32 logits (the code):', worst())
+    kept = softmax.bmm_stat
+    softmax.bmm_stat = lambda left, right, scale: (
+        torch.bmm(left, right) * scale).to(stat_dtype(left.dtype))
+    try:
+        print('logits rounded to the input dtype:', worst())
+    finally:
+        softmax.bmm_stat = kept
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('probe', choices=['alloc', 'saved', 'layout', 'gather', 'peak'])
+    parser.add_argument('probe', choices=['alloc', 'saved', 'layout', 'gather', 'peak',
+                                          'hugepages', 'strided', 'half'])
     parser.add_argument('--threads', type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

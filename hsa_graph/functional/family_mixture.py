@@ -26,8 +26,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..allocator import new_buffer
-from .precision import bmm_stat
+from .precision import bmm_buffered, bmm_stat
 from .sibling_softmax import _logits
 
 __all__ = ['family_mixture']
@@ -49,15 +48,6 @@ def _mixing(weights: Tensor, leave: Tensor,
     return mix
 
 
-def _bmm(left: Tensor, right: Tensor) -> Tensor:
-    r"""``left @ right`` into a :func:`~hsa_graph.allocator.new_buffer`
-    (out= is not differentiable: plain bmm for double backward)."""
-    if torch.is_grad_enabled():
-        return torch.bmm(left, right)
-    out = new_buffer(right, (left.size(0), left.size(1), right.size(2)))
-    return torch.bmm(left, right, out=out)
-
-
 class _FamilyMixture(torch.autograd.Function):
     @staticmethod
     def forward(ctx, query: Tensor, key: Tensor, value: Tensor, bias: Tensor,
@@ -68,12 +58,9 @@ class _FamilyMixture(torch.autograd.Function):
         mix = _mixing(_softmax_weights(query, key, bias, mass, scale, heads),
                       leave, self_weight).view(-1, size, size)
         mix_low = mix.to(value.dtype)    # see precision.py
-        out = new_buffer(value, value.shape)
-        if parent_out is None:
-            out = torch.bmm(mix_low, value, out=out)
-        else:   # the parents' rows broadcast as the matmul's input
-            out = torch.baddbmm(parent_out.reshape(-1, 1, value.size(-1)),
-                                mix_low, value, out=out)
+        out = bmm_buffered(   # the parents' rows broadcast as the input
+            mix_low, value, None if parent_out is None else
+            parent_out.reshape(-1, 1, value.size(-1)))
         # The family totals of out (the parents' output sums), from B x B
         # numbers: sum_i out_i = B out_P + (1^T M) v.
         sums = torch.bmm(mix.sum(1, keepdim=True).to(value.dtype),
@@ -105,8 +92,8 @@ class _FamilyMixture(torch.autograd.Function):
         grad_mix = grad_value = grad_parent = None
         if grad_out is not None:
             grad_mix = bmm_stat(grad_out, value_t, 1.0)          # (HF, B, B)
-            grad_value = _bmm(mix.transpose(1, 2).to(value.dtype),
-                              grad_out)
+            grad_value = bmm_buffered(mix.transpose(1, 2).to(value.dtype),
+                                      grad_out)
             grad_parent = grad_out.sum(1)
         if grad_sums is not None:
             row = bmm_stat(grad_sums.unsqueeze(1), value_t, 1.0)  # HF, 1, B

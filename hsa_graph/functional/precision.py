@@ -15,6 +15,8 @@ probabilities. Other dtypes are computed as they come.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from ..allocator import new_buffer
@@ -58,6 +60,21 @@ def scaled_bmm(left: torch.Tensor, right: torch.Tensor,
         return out if scale == 1.0 else out * scale
     out = new_buffer(left, (left.size(0), left.size(1), right.size(2)))
     return out.baddbmm_(left, right, beta=0.0, alpha=scale)
+
+
+def bmm_buffered(left: torch.Tensor, right: torch.Tensor,
+                 input: Optional[torch.Tensor] = None) -> torch.Tensor:
+    r"""``left @ right`` (plus the broadcast :obj:`input`) written into a
+    :func:`~hsa_graph.allocator.new_buffer`; plain ops where ``out=`` does
+    not fit: while building a graph (``out=`` is not differentiable: double
+    backward) and under ``torch.compile`` (Inductor plans buffers)."""
+    out = {}
+    if not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        out = dict(out=new_buffer(
+            right, (left.size(0), left.size(1), right.size(2))))
+    if input is None:
+        return torch.bmm(left, right, **out)
+    return torch.baddbmm(input, left, right, **out)
 
 
 def bmm_stat(left: torch.Tensor, right: torch.Tensor,

@@ -17,8 +17,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..allocator import new_buffer
-from .precision import bmm_stat, scaled_bmm
+from .precision import bmm_buffered, bmm_stat, scaled_bmm
 
 __all__ = ['sibling_softmax']
 
@@ -76,8 +75,8 @@ class _SiblingSoftmax(torch.autograd.Function):
             return (mass, passed) + sums + (channel, )
         weights = logits.sub_(mass.unsqueeze(-1)).exp_()
         size = query.size(1)
-        mixed = torch.bmm(weights.view(-1, size, size).to(value.dtype),
-                          value, out=new_buffer(value, value.shape))
+        mixed = bmm_buffered(weights.view(-1, size, size).to(value.dtype),
+                             value)
         return (mass, mixed) + sums + (channel, )
 
     @staticmethod
@@ -103,16 +102,11 @@ class _SiblingSoftmax(torch.autograd.Function):
         if value is not None and grad_mixed is not None:
             flat_weights = weights.view(-1, size, size).transpose(1, 2).to(
                 value.dtype)
-            # into a huge-paged buffer, unless building a double backward
-            # (out= is not differentiable)
-            out = {} if torch.is_grad_enabled() else dict(
-                out=new_buffer(grad_mixed, value.shape))
-            if grad_value_sum is None:
-                grad_value = torch.bmm(flat_weights, grad_mixed, **out)
-            else:   # the family sums' gradient, added in the same kernel
-                grad_value = torch.baddbmm(grad_value_sum.unsqueeze(1),
-                                           flat_weights, grad_mixed, **out)
-                grad_value_sum = None
+            # with the family sums' gradient added in the same kernel
+            grad_value = bmm_buffered(
+                flat_weights, grad_mixed, None if grad_value_sum is None
+                else grad_value_sum.unsqueeze(1))
+            grad_value_sum = None
             grad_weights = bmm_stat(grad_mixed, value.transpose(1, 2),
                                     1.0).view(weights.shape)
             centre = (grad_weights * weights).sum(-1, keepdim=True)
