@@ -72,6 +72,9 @@ class LevelLayout:
             families back to back and a parent-child pass is a reshape
             (a sum over a view up, a broadcast down) instead of a scatter
             or a gather.
+        real_rows (tuple, optional): on a level of an
+            :attr:`TreeLayout.aligned` layout that holds stand-in nodes, the
+            level positions and the ids of its real nodes.
     """
     size: int
     node_ids: Tensor
@@ -84,6 +87,7 @@ class LevelLayout:
     buckets: List[FamilyBucket]
     family_slot: Optional[Tensor]
     uniform_fanout: bool = False
+    real_rows: Optional[Tuple[Tensor, Tensor]] = None
 
     @property
     def sibling_kind(self) -> str:
@@ -100,6 +104,15 @@ class TreeLayout:
 
     Attributes named ``*_lo`` are indexed by level-order position; ``order``
     maps level-order positions to original node ids and ``rank`` the reverse.
+
+    ``aligned`` is set when the trees of a forest have different heights:
+    the same forest with every tree's deepest leaves on the last level, for
+    the attention's dynamic program. A shorter tree's root gets a chain of
+    single-child stand-in ancestors (ids from ``num_nodes`` on; their
+    layout's ``virtual_from``), which changes no attention weight (a node
+    without siblings passes its whole mass on) but keeps each level all
+    leaves or all inner nodes in a batch of trees of unequal depth, instead
+    of mixing one tree's leaves into another's inner levels.
     """
     num_nodes: int
     order: Tensor            # [N] level-order position -> node id
@@ -119,6 +132,8 @@ class TreeLayout:
     # holds the same runs per level, in level order, as (node start, length).
     node_segments: Optional[List[Tuple[int, int, int]]] = None
     level_runs: Optional[List[List[Tuple[int, int]]]] = None
+    aligned: Optional['TreeLayout'] = None
+    virtual_from: Optional[int] = None
 
     @property
     def num_levels(self) -> int:
@@ -151,8 +166,8 @@ class TreeLayout:
         def move(value):
             if isinstance(value, Tensor):
                 return value.to(device)
-            if isinstance(value, list):
-                return [move(v) for v in value]
+            if isinstance(value, (list, tuple)):
+                return type(value)(move(v) for v in value)
             if isinstance(value, (FamilyBucket, LevelLayout, TreeLayout)):
                 return type(value)(**{k: move(v) for k, v in
                                       value.__dict__.items()})
@@ -319,9 +334,58 @@ def _level_order(parent: Tensor, depth: Tensor,
     return order, rank
 
 
+def _aligned_parent(parent: Tensor, depth: Tensor,
+                    root: Tensor) -> Optional[Tensor]:
+    r"""The parent vector with stand-in ancestors that put every tree's
+    deepest node on the forest's last level, or :obj:`None` when the trees
+    have one height. A root ``r`` that is ``s`` levels short gets the chain
+    ``r -> N + a -> ... -> N + a + s - 1`` (the last one a root)."""
+    num_nodes = parent.numel()
+    height = torch.zeros(num_nodes, dtype=torch.long).scatter_reduce_(
+        0, root, depth, reduce='amax')
+    roots = (parent < 0).nonzero().flatten()
+    shift = height.max() - height[roots]
+    short = shift > 0
+    if not bool(short.any()):
+        return None
+    roots, shift = roots[short], shift[short]
+    total = int(shift.sum())
+    first = num_nodes + torch.cumsum(shift, 0) - shift
+    end = torch.repeat_interleave(first + shift, shift)
+    ids = torch.arange(num_nodes, num_nodes + total)
+    extended = torch.cat([parent, torch.where(ids + 1 < end, ids + 1, -1)])
+    extended[roots] = first
+    return extended
+
+
+def _real_rows(layout: TreeLayout, num_real: int) -> None:
+    r"""Marks the levels of an aligned layout that hold stand-in nodes."""
+    for level in layout.levels:
+        real = level.node_ids < num_real
+        if not bool(real.all()):
+            positions = real.nonzero().flatten()
+            level.real_rows = (positions, level.node_ids[positions])
+
+
 def _build(parent: Tensor, num_nodes: int, exact_bucket_limit: int = 8,
            compile_friendly: bool = False) -> TreeLayout:
-    depth, _ = _depth_and_root(parent)
+    depth, root = _depth_and_root(parent)
+    layout = _build_levels(parent, depth, num_nodes, exact_bucket_limit,
+                           compile_friendly)
+    # Compile-friendly layouts keep one code path (no stand-in rows).
+    extended = None if compile_friendly else _aligned_parent(parent, depth,
+                                                             root)
+    if extended is not None:
+        aligned = _build(extended, extended.numel(), exact_bucket_limit)
+        aligned.virtual_from = num_nodes
+        _real_rows(aligned, num_nodes)
+        layout.aligned = aligned
+    return layout
+
+
+def _build_levels(parent: Tensor, depth: Tensor, num_nodes: int,
+                  exact_bucket_limit: int,
+                  compile_friendly: bool) -> TreeLayout:
     num_levels = int(depth.max()) + 1
     level_ptr = [0] + torch.cumsum(
         torch.bincount(depth, minlength=num_levels), 0).tolist()

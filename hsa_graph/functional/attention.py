@@ -71,7 +71,8 @@ def _resolve_layout(query: Tensor, edge_index: Optional[Tensor],
     if layout.order.size(0) != query.size(0):
         raise ValueError(f'query has {query.size(0)} rows but the hierarchy '
                          f'has {layout.num_nodes} nodes')
-    return layout
+    # Trees of unequal height: the DP runs on the bottom-aligned levels.
+    return layout if layout.aligned is None else layout.aligned
 
 
 def hsa_log_partition(query: Tensor, key: Tensor,

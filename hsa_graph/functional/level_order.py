@@ -5,7 +5,9 @@ backward is the inverse move.
 A level is read as a few slices when its nodes are runs of consecutive ids
 (how a PyG batch of trees stored level by level looks), otherwise by one
 index gather; a tree whose node order is the level order is the one-run
-case.
+case. On an aligned layout (:attr:`~hsa_graph.layout.TreeLayout.aligned`)
+the stand-in nodes (ids from ``virtual_from`` on) have no row in node order:
+they are zero rows in level order, and are dropped on the way back.
 """
 from __future__ import annotations
 
@@ -48,12 +50,29 @@ class _LevelIndex(NamedTuple):
     segments: Optional[List[Tuple[int, int, int]]]
     runs: Optional[List[List[Tuple[int, int]]]]
     ids: Optional[List[Tensor]]
+    # Stand-in rows: node ids from virtual_from on; per level, the level
+    # positions and node ids of the real rows where a level has stand-ins.
+    virtual_from: Optional[int] = None
+    real_rows: Optional[List[Optional[Tuple[Tensor, Tensor]]]] = None
+
+    def num_rows(self) -> int:
+        r"""Rows in node order (stand-ins have none)."""
+        total = sum(self.sizes)
+        if self.real_rows is not None:
+            for size, real in zip(self.sizes, self.real_rows):
+                if real is not None:
+                    total = total - size + real[0].size(0)
+        return total
 
 
 def _level_index(layout: TreeLayout) -> _LevelIndex:
     # Sizes read off tensors, so that torch.compile(dynamic=True) keeps them
     # symbolic across trees.
     sizes = [level.node_ids.size(0) for level in layout.levels]
+    virtual = {}
+    if layout.virtual_from is not None:
+        virtual = dict(virtual_from=layout.virtual_from,
+                       real_rows=[level.real_rows for level in layout.levels])
     if layout.identity_order:       # every level is one run, in order
         starts = [0]
         for size in sizes[:-1]:
@@ -65,25 +84,48 @@ def _level_index(layout: TreeLayout) -> _LevelIndex:
             not torch.compiler.is_compiling():
         # Python ints would specialise a compiled graph on each batch.
         return _LevelIndex(sizes, layout.node_segments, layout.level_runs,
-                           None)
+                           None, **virtual)
     return _LevelIndex(sizes, None, None,
-                       [level.node_ids for level in layout.levels])
+                       [level.node_ids for level in layout.levels], **virtual)
+
+
+def _gather_real(head_major: Tensor, size: int,
+                 real: Tuple[Tensor, Tensor]) -> Tensor:
+    r"""A level with stand-in nodes: real rows gathered, zeros elsewhere
+    (plain ops: differentiable, and traced as they are by Inductor)."""
+    positions, ids = real
+    piece = head_major.new_zeros((head_major.size(0), size) +
+                                 head_major.shape[2:])
+    if torch.compiler.is_compiling():
+        return piece.index_copy(1, positions, head_major.index_select(1, ids))
+    piece[:, positions] = head_major[:, ids]   # (see _gather_levels)
+    return piece
 
 
 def _gather_levels(t: Tensor, plan: _LevelIndex,
                    dtype: torch.dtype) -> Levels:
     head_major = t.transpose(0, 1)      # copy_ below converts the dtype
+    real_rows = plan.real_rows or [None] * len(plan.sizes)
     if plan.ids is not None:
         head_major = head_major.to(dtype)
         if torch.compiler.is_compiling():   # Inductor lowers it to a gather
-            return [head_major.index_select(1, level_ids)
-                    for level_ids in plan.ids]
+            return [head_major.index_select(1, level_ids) if real is None
+                    else _gather_real(head_major, size, real)
+                    for level_ids, size, real in
+                    zip(plan.ids, plan.sizes, real_rows)]
         # Indexing, not index_select: eager index_select on CPU copies a
         # strided input whole before gathering, i.e. all N rows per level.
-        return [head_major[:, level_ids] for level_ids in plan.ids]
+        return [head_major[:, level_ids] if real is None
+                else _gather_real(head_major, size, real)
+                for level_ids, size, real in
+                zip(plan.ids, plan.sizes, real_rows)]
+    virtual_from = plan.virtual_from
     if torch.compiler.is_compiling():
-        return [torch.cat([head_major[:, start:start + length]
-                           for start, length in runs], dim=1)
+        return [torch.cat([
+            head_major[:, start:start + length] if virtual_from is None or
+            start < virtual_from else head_major.new_zeros(
+                (head_major.size(0), length) + head_major.shape[2:])
+            for start, length in runs], dim=1).to(dtype)
                 for runs in plan.runs]
     pieces = []
     for size, runs in zip(plan.sizes, plan.runs):
@@ -91,8 +133,11 @@ def _gather_levels(t: Tensor, plan: _LevelIndex,
         piece = new_buffer(t, (t.size(1), size) + t.shape[2:], dtype)
         offset = 0
         for start, length in runs:
-            piece[:, offset:offset + length].copy_(
-                head_major[:, start:start + length])
+            if virtual_from is not None and start >= virtual_from:
+                piece[:, offset:offset + length].zero_()    # stand-ins
+            else:
+                piece[:, offset:offset + length].copy_(
+                    head_major[:, start:start + length])
             offset += length
         pieces.append(piece)
     return pieces
@@ -106,18 +151,28 @@ def _scatter_levels(pieces: List[Optional[Tensor]], plan: _LevelIndex,
     dtype = like.dtype if dtype is None else dtype
     rows = [None if piece is None else piece.transpose(0, 1)
             for piece in pieces]
-    shape = (sum(plan.sizes), like.size(0)) + like.shape[2:]
+    num_rows = plan.num_rows()
+    shape = (num_rows, like.size(0)) + like.shape[2:]
     if plan.ids is not None or torch.compiler.is_compiling():
         rows = [None if row is None else row.to(dtype) for row in rows]
+    # Stand-in segments come last in node order (their ids are the largest).
+    segments = plan.segments
+    if segments is not None and plan.virtual_from is not None:
+        segments, total = [], 0
+        for segment in plan.segments:
+            if total >= num_rows:
+                break
+            segments.append(segment)
+            total += segment[2]
     if plan.ids is None and torch.compiler.is_compiling():
         return torch.cat([
             like.new_zeros((length, ) + shape[1:], dtype=dtype)
             if rows[depth] is None else rows[depth][offset:offset + length]
-            for depth, offset, length in plan.segments], dim=0)
+            for depth, offset, length in segments], dim=0)
     out = new_buffer(like, shape, dtype)    # every row is written below
     if plan.ids is None:      # runs: every row written once, in order
         start = 0
-        for depth, offset, length in plan.segments:
+        for depth, offset, length in segments:
             row = rows[depth]
             if row is None:
                 out[start:start + length].zero_()
@@ -127,7 +182,11 @@ def _scatter_levels(pieces: List[Optional[Tensor]], plan: _LevelIndex,
         return out
     # One write per row: each level's transposed view goes straight into
     # its node-major rows, with no concatenated copy in between.
-    for row, level_ids in zip(rows, plan.ids):
+    real_rows = plan.real_rows or [None] * len(plan.sizes)
+    for row, level_ids, real in zip(rows, plan.ids, real_rows):
+        if real is not None:        # stand-in rows are dropped
+            positions, level_ids = real
+            row = None if row is None else row[positions]
         if row is None:
             out.index_fill_(0, level_ids, 0)
         else:

@@ -1,0 +1,186 @@
+r"""Forests of trees of unequal height run on bottom-aligned levels: each
+shorter tree's root gets a chain of single-child stand-in ancestors, so that
+every tree's deepest leaves share the last level (``TreeLayout.aligned``).
+The stand-ins must change no output and no gradient, and never reach a
+real row."""
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+from hsa_graph import Hierarchy, hsa_attention, hsa_log_partition, tree_layout
+from hsa_graph.datasets.fake import balanced_parent, ragged_parent
+from hsa_graph.functional.dp_steps import _fusable_bottom
+from hsa_graph.functional.level_order import (_from_levels, _level_index,
+                                              _to_levels)
+from hsa_graph.layout import _aligned_parent, _depth_and_root
+from hsa_graph.testing import assert_batch_invariant, \
+    assert_matches_dense_reference
+
+
+def forest(parents, relabel_seed=None):
+    r"""A forest from per-tree parent vectors (each root first, level by
+    level, as PyG batches them); with :obj:`relabel_seed` the node ids are
+    shuffled."""
+    pieces, offset = [], 0
+    for parent in parents:
+        pieces.append(torch.where(parent >= 0, parent + offset, parent))
+        offset += parent.numel()
+    parent = torch.cat(pieces)
+    if relabel_seed is not None:
+        gen = torch.Generator().manual_seed(relabel_seed)
+        perm = torch.randperm(parent.numel(), generator=gen)  # old -> new
+        relabelled = torch.full_like(parent, -1)
+        has = parent >= 0
+        relabelled[perm[has]] = perm[parent[has]]
+        parent = relabelled
+    return Hierarchy.from_parent(parent, validate=False)
+
+
+def qkv(num_nodes, heads=2, channels=3, value_channels=4, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(num_nodes, heads, c, generator=gen,
+                        dtype=torch.float64)
+            for c in (channels, channels, value_channels)]
+
+
+def unequal_balanced(relabel_seed=None):
+    # heights 3, 1 and 2: stand-in chains of length 0, 2 and 1
+    return forest([balanced_parent(64, 4), balanced_parent(4, 4),
+                   balanced_parent(16, 4)], relabel_seed)
+
+
+def unequal_ragged(relabel_seed=None, leaves=(40, 7, 90, 2), branching=3):
+    gen = torch.Generator().manual_seed(5)
+    return forest([ragged_parent(n, branching, gen) for n in leaves],
+                  relabel_seed)
+
+
+def test_aligned_parent_adds_stand_in_chains():
+    # roots 0 (height 2), 3 (height 0), 4 (height 1)
+    parent = torch.tensor([-1, 0, 1, -1, -1, 4])
+    depth, root = _depth_and_root(parent)
+    extended = _aligned_parent(parent, depth, root)
+    # 3 -> 6 -> 7 (root); 4 -> 8 (root)
+    assert extended.tolist() == [-1, 0, 1, 6, 8, 4, 7, -1, -1]
+    same = torch.tensor([-1, 0, -1, 2])
+    assert _aligned_parent(same, *_depth_and_root(same)) is None
+
+
+def test_aligned_levels_are_all_leaves_or_none():
+    h = unequal_balanced()
+    layout = tree_layout(h.edge_index, h.num_nodes)
+    mixed = [level.leaf_kind for level in layout.levels]
+    assert 'mixed' in mixed         # depth levels mix leaves and inner nodes
+    aligned = layout.aligned
+    assert aligned is not None and aligned.virtual_from == h.num_nodes
+    assert aligned.num_nodes == h.num_nodes + 3
+    assert [level.leaf_kind for level in aligned.levels] == \
+        ['none', 'none', 'none', 'all']
+    assert aligned.levels[-1].size == 64 + 4 + 16
+    assert _fusable_bottom(aligned)     # balanced: fan-out 4 above
+    # one tree height: nothing to align
+    single = forest([balanced_parent(64, 4), balanced_parent(48, 4)])
+    assert tree_layout(single.edge_index, single.num_nodes).aligned is None
+    # compile-friendly layouts keep one code path
+    friendly = tree_layout(h.edge_index, h.num_nodes, cache=False,
+                           compile_friendly=True)
+    assert friendly.aligned is None
+
+
+@pytest.mark.parametrize('relabel', [None, 2])
+def test_level_moves_drop_stand_in_rows(relabel):
+    # runs long enough to be copied as slices, or shuffled ids: a gather
+    h = unequal_ragged(relabel, leaves=(600, 60, 1500, 9), branching=8)
+    layout = tree_layout(h.edge_index, h.num_nodes).aligned
+    plan = _level_index(layout)
+    assert (plan.ids is None) == (relabel is None)   # runs / index gather
+    x = torch.randn(h.num_nodes, 2, 5, dtype=torch.float64,
+                    requires_grad=True)
+    padded = torch.cat([x, torch.zeros(layout.num_nodes - h.num_nodes, 2, 5,
+                                       dtype=x.dtype)])
+    levels = _to_levels(x, layout, torch.float64)
+    expected = [padded.transpose(0, 1)[:, level.node_ids]
+                for level in layout.levels]
+    for got, want in zip(levels, expected):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    weights = [torch.randn_like(piece) for piece in levels]
+    loss = sum((piece * w).sum() for piece, w in zip(levels, weights))
+    plain = sum((piece * w).sum() for piece, w in zip(expected, weights))
+    torch.testing.assert_close(torch.autograd.grad(loss, x)[0],
+                               torch.autograd.grad(plain, x)[0])
+    pieces = [piece.detach().requires_grad_() for piece in expected]
+    back = _from_levels(pieces, layout)
+    torch.testing.assert_close(back, x.detach(), rtol=0, atol=0)
+    grad = torch.randn_like(back)
+    padded_grad = torch.cat([grad, torch.zeros_like(padded[h.num_nodes:])])
+    for g, level in zip(torch.autograd.grad(back, pieces, grad),
+                        layout.levels):
+        torch.testing.assert_close(
+            g, padded_grad.transpose(0, 1)[:, level.node_ids], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('include_self', [False, True])
+@pytest.mark.parametrize('make', [unequal_balanced, unequal_ragged])
+@pytest.mark.parametrize('relabel', [None, 4])
+def test_aligned_forest_matches_dense_reference(make, relabel, include_self):
+    h = make(relabel)
+    assert tree_layout(h.edge_index, h.num_nodes).aligned is not None
+    q, k, v = qkv(h.num_nodes, seed=3)
+    pos = torch.randn(h.num_nodes, 2, dtype=torch.float64)
+    assert_matches_dense_reference(q, k, v, h.edge_index,
+                                   include_self=include_self)
+    assert_matches_dense_reference(q, k, v, h.edge_index, pos=pos,
+                                   include_self=include_self)
+
+
+@pytest.mark.parametrize('include_self', [False, True])
+def test_aligned_forest_gradients(include_self):
+    h = unequal_ragged(relabel_seed=1, leaves=(5, 2, 9))
+    assert tree_layout(h.edge_index, h.num_nodes).aligned is not None
+    q, k, v = (t.requires_grad_() for t in qkv(h.num_nodes, seed=4))
+    pos = torch.randn(h.num_nodes, 2, dtype=torch.float64,
+                      requires_grad=True)
+
+    def fn(q, k, v, pos):
+        return hsa_attention(q, k, v, h.edge_index, pos=pos,
+                             include_self=include_self)
+    assert torch.autograd.gradcheck(fn, (q, k, v, pos))
+    assert torch.autograd.gradgradcheck(fn, (q, k, v, pos))
+
+
+def test_aligned_batch_is_batch_invariant():
+    gen = torch.Generator().manual_seed(0)
+    trees = []
+    for leaves in (30, 3, 70, 1, 12):
+        parent = ragged_parent(leaves, 3, gen)
+        trees.append(Hierarchy.from_parent(
+            parent, x=torch.randn(parent.numel(), 2, 4, generator=gen,
+                                  dtype=torch.float64)))
+    batch = Batch.from_data_list(trees)
+    assert tree_layout(batch.edge_index, batch.num_nodes).aligned is not None
+
+    def run(x, edge_index):
+        out = hsa_attention(x, x.flip(-1), x * 2, edge_index,
+                            num_nodes=x.size(0))
+        free = hsa_log_partition(x, x.flip(-1), edge_index,
+                                 num_nodes=x.size(0), include_self=True)
+        return torch.cat([out, free.unsqueeze(-1)], dim=-1)
+    assert_batch_invariant(trees, run)
+
+
+def test_compiled_aligned_forest_matches_eager():
+    import torch._dynamo
+    torch._dynamo.reset()
+    h = unequal_ragged(relabel_seed=3)
+    layout = tree_layout(h.edge_index, h.num_nodes)
+    q, k, v = (t.float().requires_grad_() for t in qkv(h.num_nodes, seed=6))
+    compiled = torch.compile(
+        lambda q, k, v: hsa_attention(q, k, v, layout=layout),
+        backend='aot_eager')
+    out = compiled(q, k, v)
+    grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+    expected = hsa_attention(q, k, v, layout=layout)
+    expected_grads = torch.autograd.grad(expected.square().sum(), (q, k, v))
+    torch.testing.assert_close(out, expected)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want)
