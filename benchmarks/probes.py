@@ -8,6 +8,7 @@ r"""Small measurements quoted in the docs, one subcommand each:
     python benchmarks/probes.py hugepages  # a fresh 64 MiB tensor, plain vs new_buffer (huge pages)
     python benchmarks/probes.py strided  # per-head bmm on node-order views vs one batched bmm
     python benchmarks/probes.py half     # half-precision error, float32 vs rounded logits
+    python benchmarks/probes.py buckets --threads 2  # family bucketing: CUDA's rule vs CPU's, by bucket cost
 """
 import argparse
 import os
@@ -234,10 +235,42 @@ def half():
         softmax.bmm_stat = kept
 
 
+def buckets():
+    # Ragged forests (and one balanced), fwd+bwd with the same q, k, v under
+    # layouts that differ only in how families are bucketed; the policies
+    # alternate within each repetition, so machine noise hits them alike.
+    from hsa_graph.layout import Bucketing, _build, parent_from_edge_index
+    policies = {'cuda rule (8 exact, then powers of 2)': Bucketing(),
+                **{f'bucket_cost={cost:g}': Bucketing(cost)
+                   for cost in (500.0, 2000.0, 8000.0)}}
+    for leaves, batch, ragged in [(4096, 1, True), (4096, 8, True),
+                                  (16384, 1, True), (4096, 8, False)]:
+        tree = build_forest(leaves, 16, batch, ragged)
+        parent = parent_from_edge_index(tree.edge_index, tree.num_nodes)
+        layouts = {name: _build(parent, tree.num_nodes, policy)
+                   for name, policy in policies.items()}
+        gen = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(tree.num_nodes, 8, 64, generator=gen)
+                   .requires_grad_() for _ in range(3))
+        grad = torch.randn_like(q)
+        times = {name: [] for name in layouts}
+        for _ in range(5):
+            for name, layout in layouts.items():
+                times[name].append(median_ms(lambda: torch.autograd.grad(
+                    hsa_attention(q, k, v, layout=layout), (q, k, v), grad),
+                    reps=1, warmup=0))
+        kind = 'ragged' if ragged else 'balanced'
+        print(f'{leaves} x {batch} {kind}:', ', '.join(
+            f'{name} {sorted(t)[2]:.0f} ms ({len((l.aligned or l).buckets)} '
+            f'buckets)' for (name, t), l in zip(times.items(),
+                                                layouts.values())))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('probe', choices=['alloc', 'saved', 'layout', 'gather', 'peak',
-                                          'hugepages', 'strided', 'half'])
+                                          'hugepages', 'strided', 'half',
+                                          'buckets'])
     parser.add_argument('--threads', type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-__all__ = ['TreeLayout', 'LevelLayout', 'FamilyBucket',
-           'parent_from_edge_index', 'tree_layout']
+__all__ = ['TreeLayout', 'LevelLayout', 'FamilyBucket', 'Bucketing',
+           'bucketing_for', 'parent_from_edge_index', 'tree_layout']
 
 
 @dataclass
@@ -254,22 +254,86 @@ def _depth_and_root(parent: Tensor) -> Tuple[Tensor, Tensor]:
     return dist, jump
 
 
+class Bucketing(NamedTuple):
+    r"""How a level's families are grouped into padded blocks of one size
+    (a bucket). A bucket costs a fixed number of kernels per step (about
+    25); padding a family of ``b`` members to ``B`` costs ``B^2 - b^2``
+    logit and mixture work and ``B - b`` copied rows.
+
+    With :obj:`bucket_cost` (in units of one ``B^2`` entry of a family
+    block), the distinct family sizes are split into the runs that
+    minimise ``sum over buckets (families * (B^2 + 8 B)) + bucket_cost *
+    buckets`` (exact, by dynamic programming over the sorted sizes).
+    Without it, up to :obj:`exact` distinct sizes get a bucket each and
+    beyond that sizes are rounded up to powers of two."""
+    bucket_cost: Optional[float] = None
+    exact: int = 8
+
+
+# On CPU a kernel starts in microseconds and padding is paid in full (on
+# the ragged benchmark forest, 8 x 4,096 leaves, power-of-two blocks did
+# 1.7x the real B^2 work); a bucket costs about as much as 2,000 block
+# entries there (measured: benchmarks/probes.py buckets). On CUDA a launch
+# costs ~5 us whatever the block: at most 8 buckets, then powers of two.
+_BUCKETING = {'cpu': Bucketing(bucket_cost=2000.0), 'cuda': Bucketing()}
+
+
+def bucketing_for(device) -> Bucketing:
+    r"""The :class:`Bucketing` used for layouts on :obj:`device`."""
+    return _BUCKETING.get(torch.device(device).type, _BUCKETING['cuda'])
+
+
+def _padded_sizes(sizes: Tensor, bucketing: Bucketing,
+                  compile_friendly: bool) -> Tensor:
+    r"""The block size each family is padded to (one bucket per size)."""
+    if compile_friendly:     # one bucket: every family padded to a power of 2
+        return torch.full_like(sizes, 2**math.ceil(math.log2(
+            int(sizes.max()))))
+    if bucketing.bucket_cost is not None:
+        return _cheapest_grouping(sizes, bucketing.bucket_cost)
+    if torch.unique(sizes).numel() <= bucketing.exact:
+        return sizes
+    return 2**torch.ceil(torch.log2(sizes.double())).long()
+
+
+def _cheapest_grouping(sizes: Tensor, bucket_cost: float) -> Tensor:
+    r"""Pads each family to the largest size of its group, the groups being
+    the runs of sorted distinct sizes of least total cost (see
+    :class:`Bucketing`)."""
+    values, counts = torch.unique(sizes, return_counts=True)
+    block = values.double()
+    block = block * block + 8 * block          # per family padded to it
+    families = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+    # best[j]: least cost of the first j sizes; start[j - 1]: the first
+    # size of the last group in that solution
+    best = torch.zeros(len(values) + 1, dtype=torch.float64)
+    start = []
+    for end in range(1, len(values) + 1):
+        # the last group holds sizes first .. end - 1, padded to end - 1
+        cost = (best[:end] + (families[end] - families[:end]) *
+                block[end - 1] + bucket_cost)
+        first = int(torch.argmin(cost))
+        best[end] = cost[first]
+        start.append(first)
+    padded_value = torch.empty_like(values)
+    end = len(values)
+    while end > 0:
+        first = start[end - 1]
+        padded_value[first:end] = values[end - 1]
+        end = first
+    return padded_value[torch.searchsorted(values, sizes)]
+
+
 def _level_buckets(level_start: int, level_size: int, parents: Tensor,
                    family_start: Tensor, child_count: Tensor,
-                   leaf_count: Tensor, exact_bucket_limit: int,
+                   leaf_count: Tensor, bucketing: Bucketing,
                    compile_friendly: bool = False
                    ) -> Tuple[List[FamilyBucket], Optional[Tensor]]:
     # Families whose members sit in this level, grouped by padded size.
     sizes = child_count[parents]
     if parents.numel() == 0:
         return [], None
-    if compile_friendly:     # one bucket: every family padded to a power of 2
-        padded = torch.full_like(sizes, 2**math.ceil(math.log2(
-            int(sizes.max()))))
-    elif torch.unique(sizes).numel() <= exact_bucket_limit:
-        padded = sizes
-    else:
-        padded = 2**torch.ceil(torch.log2(sizes.double())).long()
+    padded = _padded_sizes(sizes, bucketing, compile_friendly)
     buckets: List[FamilyBucket] = []
     slot = torch.full((level_size, ), -1, dtype=torch.long)
     offset = 0
@@ -367,16 +431,17 @@ def _real_rows(layout: TreeLayout, num_real: int) -> None:
             level.real_rows = (positions, level.node_ids[positions])
 
 
-def _build(parent: Tensor, num_nodes: int, exact_bucket_limit: int = 8,
+def _build(parent: Tensor, num_nodes: int,
+           bucketing: Bucketing = _BUCKETING['cpu'],
            compile_friendly: bool = False) -> TreeLayout:
     depth, root = _depth_and_root(parent)
-    layout = _build_levels(parent, depth, num_nodes, exact_bucket_limit,
+    layout = _build_levels(parent, depth, num_nodes, bucketing,
                            compile_friendly)
     # Compile-friendly layouts keep one code path (no stand-in rows).
     extended = None if compile_friendly else _aligned_parent(parent, depth,
                                                              root)
     if extended is not None:
-        aligned = _build(extended, extended.numel(), exact_bucket_limit)
+        aligned = _build(extended, extended.numel(), bucketing)
         aligned.virtual_from = num_nodes
         _real_rows(aligned, num_nodes)
         layout.aligned = aligned
@@ -384,7 +449,7 @@ def _build(parent: Tensor, num_nodes: int, exact_bucket_limit: int = 8,
 
 
 def _build_levels(parent: Tensor, depth: Tensor, num_nodes: int,
-                  exact_bucket_limit: int,
+                  bucketing: Bucketing,
                   compile_friendly: bool) -> TreeLayout:
     num_levels = int(depth.max()) + 1
     level_ptr = [0] + torch.cumsum(
@@ -434,7 +499,7 @@ def _build_levels(parent: Tensor, depth: Tensor, num_nodes: int,
             parents = above[child_count_lo[above] >= 2]
             buckets, slot = _level_buckets(lo, hi - lo, parents,
                                            family_start, child_count_lo,
-                                           leaf_count_lo, exact_bucket_limit,
+                                           leaf_count_lo, bucketing,
                                            compile_friendly)
         levels.append(LevelLayout(
             size=hi - lo, node_ids=order[lo:hi], parent_local=local_parent,
@@ -507,10 +572,17 @@ class _LayoutCache:
             if (ref() is edge_index and version == edge_index._version
                     and cached_nodes == num_nodes):
                 if device not in layouts:
-                    layouts[device] = next(iter(layouts.values())).to(device)
+                    # a copy where the bucketing is the same, else a build
+                    same = [layout for other, layout in layouts.items()
+                            if bucketing_for(other) == bucketing_for(device)]
+                    layouts[device] = same[0].to(device) if same else \
+                        _build(parent_from_edge_index(edge_index, num_nodes),
+                               num_nodes, bucketing_for(device),
+                               compile_friendly).to(device)
                 return layouts[device]
         layout = _build(parent_from_edge_index(edge_index, num_nodes),
-                        num_nodes, compile_friendly=compile_friendly).to(device)
+                        num_nodes, bucketing_for(device),
+                        compile_friendly).to(device)
         if len(self.entries) >= self.capacity:
             self.entries.pop(next(iter(self.entries)))
         self.entries[key] = (weakref.ref(edge_index), edge_index._version,
@@ -537,7 +609,9 @@ def tree_layout(edge_index: Tensor, num_nodes: Optional[int] = None,
             :obj:`edge_index` when omitted (which misses isolated nodes, such
             as a one-node tree, so pass it when you can).
         device (torch.device, optional): where the layout's tensors live
-            (default: :obj:`edge_index`'s device).
+            (default: :obj:`edge_index`'s device). It also picks how
+            families of unequal size are batched (:func:`bucketing_for`:
+            more, tighter buckets on CPU; fewer kernels on CUDA).
         cache (bool): reuse a cached layout for this tensor.
             (default: :obj:`True`)
         compile_friendly (bool): make every batch take the same code path,
@@ -556,4 +630,5 @@ def tree_layout(edge_index: Tensor, num_nodes: Optional[int] = None,
         return _CACHE.get(edge_index, int(num_nodes), device,
                           compile_friendly)
     return _build(parent_from_edge_index(edge_index, int(num_nodes)),
-                  int(num_nodes), compile_friendly=compile_friendly).to(device)
+                  int(num_nodes), bucketing_for(device),
+                  compile_friendly).to(device)

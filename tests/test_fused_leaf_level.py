@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import hsa_graph.layout as layout_module
 from hsa_graph import Hierarchy, hsa_attention, tree_layout
 from hsa_graph.datasets.fake import balanced_parent
 from hsa_graph.functional.dp_steps import _fusable_bottom
@@ -212,10 +213,13 @@ def test_leaf_sized_tensors_per_step(kind):
     assert counter.count <= 12, counter.count
 
 
-def test_padded_buckets_gathered_in_one_node():
-    # Ten family sizes (2..11) under one root: more than the exact-bucket
-    # limit, so families are padded to 2, 4, 8 and 16 (padding repeats a
-    # member) and the level's gathered buckets are gathered in one node.
+def test_padded_buckets_gathered_in_one_node(monkeypatch):
+    # Ten family sizes (2..11) under one root: under CUDA's rule more than
+    # the exact-bucket limit, so families are padded to 2, 4, 8 and 16
+    # (padding repeats a member) and the level's gathered buckets are
+    # gathered in one node.
+    monkeypatch.setitem(layout_module._BUCKETING, 'cpu',
+                        layout_module.Bucketing())
     parent = [-1] + [0] * 10
     for i, size in enumerate(range(2, 12)):
         parent += [1 + i] * size

@@ -4,6 +4,7 @@ from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
 from hsa_graph import Hierarchy, tree_layout
+from hsa_graph.layout import _build, bucketing_for
 from hsa_graph.testing import random_hierarchy
 
 
@@ -90,10 +91,16 @@ def test_layout_levels_and_families():
     assert layout.level_ptr == [0, 1, 3, 8]
     # Level order groups each family contiguously.
     assert layout.order.tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
-    sizes = sorted(b.size for b in layout.buckets)
-    assert sizes == [2, 2, 3]
-    # Level 1 is one family of 2; level 2 holds families of 3 and 2.
-    assert [len(level.buckets) for level in layout.levels] == [0, 1, 2]
+    # Level 1 is one family of 2; level 2 holds families of 3 and 2: on
+    # CPU one bucket padded to 3 (a second bucket would cost more than the
+    # padding), under CUDA's rule (exact sizes) two.
+    assert [[b.size for b in level.buckets] for level in layout.levels] == \
+        [[], [2], [3]]
+    exact = tree_layout(h.edge_index, h.num_nodes, device='cuda:0',
+                        cache=False) if torch.cuda.is_available() else \
+        _build(h.parent, h.num_nodes, bucketing_for('cuda'))
+    assert sorted(b.size for b in exact.buckets) == [2, 2, 3]
+    assert [len(level.buckets) for level in exact.levels] == [0, 1, 2]
     assert layout.levels[1].family_slot is None      # read as a plain view
     assert layout.levels[1].buckets[0].contiguous_start == 0
     assert layout.levels[2].has_siblings.all()
