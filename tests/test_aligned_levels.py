@@ -10,48 +10,24 @@ from torch_geometric.data import Batch
 from hsa_graph import Hierarchy, hsa_attention, hsa_log_partition, tree_layout
 from hsa_graph.datasets.fake import balanced_parent, ragged_parent
 from hsa_graph.functional.dp_steps import _fusable_bottom
-from hsa_graph.functional.level_order import (_from_levels, _level_index,
-                                              _to_levels)
+from hsa_graph.functional.level_order import _level_index
 from hsa_graph.layout import _aligned_parent, _depth_and_root
 from hsa_graph.testing import assert_batch_invariant, \
     assert_matches_dense_reference
 
-
-def forest(parents, relabel_seed=None):
-    r"""A forest from per-tree parent vectors (each root first, level by
-    level, as PyG batches them); with :obj:`relabel_seed` the node ids are
-    shuffled."""
-    pieces, offset = [], 0
-    for parent in parents:
-        pieces.append(torch.where(parent >= 0, parent + offset, parent))
-        offset += parent.numel()
-    parent = torch.cat(pieces)
-    if relabel_seed is not None:
-        gen = torch.Generator().manual_seed(relabel_seed)
-        perm = torch.randperm(parent.numel(), generator=gen)  # old -> new
-        relabelled = torch.full_like(parent, -1)
-        has = parent >= 0
-        relabelled[perm[has]] = perm[parent[has]]
-        parent = relabelled
-    return Hierarchy.from_parent(parent, validate=False)
-
-
-def qkv(num_nodes, heads=2, channels=3, value_channels=4, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(num_nodes, heads, c, generator=gen,
-                        dtype=torch.float64)
-            for c in (channels, channels, value_channels)]
+from _forests import (assert_level_moves_match_plain_indexing, forest_of,
+                      qkv)
 
 
 def unequal_balanced(relabel_seed=None):
     # heights 3, 1 and 2: stand-in chains of length 0, 2 and 1
-    return forest([balanced_parent(64, 4), balanced_parent(4, 4),
+    return forest_of([balanced_parent(64, 4), balanced_parent(4, 4),
                    balanced_parent(16, 4)], relabel_seed)
 
 
 def unequal_ragged(relabel_seed=None, leaves=(40, 7, 90, 2), branching=3):
     gen = torch.Generator().manual_seed(5)
-    return forest([ragged_parent(n, branching, gen) for n in leaves],
+    return forest_of([ragged_parent(n, branching, gen) for n in leaves],
                   relabel_seed)
 
 
@@ -79,7 +55,7 @@ def test_aligned_levels_are_all_leaves_or_none():
     assert aligned.levels[-1].size == 64 + 4 + 16
     assert _fusable_bottom(aligned)     # balanced: fan-out 4 above
     # one tree height: nothing to align
-    single = forest([balanced_parent(64, 4), balanced_parent(48, 4)])
+    single = forest_of([balanced_parent(64, 4), balanced_parent(48, 4)])
     assert tree_layout(single.edge_index, single.num_nodes).aligned is None
     # compile-friendly layouts keep one code path
     friendly = tree_layout(h.edge_index, h.num_nodes, cache=False,
@@ -94,29 +70,7 @@ def test_level_moves_drop_stand_in_rows(relabel):
     layout = tree_layout(h.edge_index, h.num_nodes).aligned
     plan = _level_index(layout)
     assert (plan.ids is None) == (relabel is None)   # runs / index gather
-    x = torch.randn(h.num_nodes, 2, 5, dtype=torch.float64,
-                    requires_grad=True)
-    padded = torch.cat([x, torch.zeros(layout.num_nodes - h.num_nodes, 2, 5,
-                                       dtype=x.dtype)])
-    levels = _to_levels(x, layout, torch.float64)
-    expected = [padded.transpose(0, 1)[:, level.node_ids]
-                for level in layout.levels]
-    for got, want in zip(levels, expected):
-        torch.testing.assert_close(got, want, rtol=0, atol=0)
-    weights = [torch.randn_like(piece) for piece in levels]
-    loss = sum((piece * w).sum() for piece, w in zip(levels, weights))
-    plain = sum((piece * w).sum() for piece, w in zip(expected, weights))
-    torch.testing.assert_close(torch.autograd.grad(loss, x)[0],
-                               torch.autograd.grad(plain, x)[0])
-    pieces = [piece.detach().requires_grad_() for piece in expected]
-    back = _from_levels(pieces, layout)
-    torch.testing.assert_close(back, x.detach(), rtol=0, atol=0)
-    grad = torch.randn_like(back)
-    padded_grad = torch.cat([grad, torch.zeros_like(padded[h.num_nodes:])])
-    for g, level in zip(torch.autograd.grad(back, pieces, grad),
-                        layout.levels):
-        torch.testing.assert_close(
-            g, padded_grad.transpose(0, 1)[:, level.node_ids], rtol=0, atol=0)
+    assert_level_moves_match_plain_indexing(layout, h.num_nodes)
 
 
 @pytest.mark.parametrize('include_self', [False, True])

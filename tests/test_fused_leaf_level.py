@@ -10,36 +10,19 @@ from hsa_graph import Hierarchy, hsa_attention, tree_layout
 from hsa_graph.datasets.fake import balanced_parent
 from hsa_graph.functional.dp_steps import _fusable_bottom
 from hsa_graph.functional.family_mixture import family_mixture
-from hsa_graph.functional.level_order import (_from_levels, _level_index,
-                                              _to_levels)
+from hsa_graph.functional.level_order import _level_index
 from hsa_graph.testing import assert_matches_dense_reference
+
+from _forests import (assert_level_moves_match_plain_indexing, forest_of,
+                      qkv)
 
 
 def forest(*trees, relabel_seed=None):
     r"""A forest of balanced trees ``(leaves, branching)``, each stored
     root first, level by level (as PyG batches them); with
     :obj:`relabel_seed` the node ids are shuffled."""
-    parents, offset = [], 0
-    for leaves, branching in trees:
-        parent = balanced_parent(leaves, branching)
-        parents.append(torch.where(parent >= 0, parent + offset, parent))
-        offset += parent.numel()
-    parent = torch.cat(parents)
-    if relabel_seed is not None:
-        gen = torch.Generator().manual_seed(relabel_seed)
-        perm = torch.randperm(parent.numel(), generator=gen)  # old -> new
-        new_parent = torch.full_like(parent, -1)
-        has = parent >= 0
-        new_parent[perm[has]] = perm[parent[has]]
-        parent = new_parent
-    return Hierarchy.from_parent(parent, validate=False)   # a forest
-
-
-def qkv(num_nodes, heads=2, channels=3, value_channels=4, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(num_nodes, heads, c, generator=gen,
-                        dtype=torch.float64)
-            for c in (channels, channels, value_channels)]
+    return forest_of([balanced_parent(leaves, branching)
+                      for leaves, branching in trees], relabel_seed)
 
 
 def plan_kind(layout):
@@ -63,30 +46,7 @@ def test_level_moves_match_plain_indexing(kind):
     h = PLANS[kind]()
     layout = tree_layout(h.edge_index, h.num_nodes)
     assert plan_kind(layout) == kind
-    x = torch.randn(h.num_nodes, 2, 5, dtype=torch.float64,
-                    requires_grad=True)
-    levels = _to_levels(x, layout, torch.float64)
-    expected = [x.transpose(0, 1)[:, level.node_ids]
-                for level in layout.levels]
-    for got, want in zip(levels, expected):
-        torch.testing.assert_close(got, want, rtol=0, atol=0)
-    # gradients, with some levels unused (their rows get zeros)
-    weights = [torch.randn_like(piece) for piece in levels]
-    loss = sum((piece * w).sum() for piece, w in
-               list(zip(levels, weights))[::2])
-    plain = sum((piece * w).sum() for piece, w in
-                list(zip(expected, weights))[::2])
-    torch.testing.assert_close(torch.autograd.grad(loss, x)[0],
-                               torch.autograd.grad(plain, x)[0])
-    # and back: the inverse permutation, and its gradient
-    pieces = [piece.detach().requires_grad_() for piece in expected]
-    back = _from_levels(pieces, layout)
-    torch.testing.assert_close(back, x.detach(), rtol=0, atol=0)
-    grad = torch.randn_like(back)
-    got = torch.autograd.grad(back, pieces, grad)
-    for g, level in zip(got, layout.levels):
-        torch.testing.assert_close(g, grad.transpose(0, 1)[:, level.node_ids],
-                                   rtol=0, atol=0)
+    assert_level_moves_match_plain_indexing(layout, h.num_nodes)
 
 
 @pytest.mark.parametrize('include_self', [False, True])
