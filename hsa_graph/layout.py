@@ -422,13 +422,24 @@ def _aligned_parent(parent: Tensor, depth: Tensor,
     return extended
 
 
-def _real_rows(layout: TreeLayout, num_real: int) -> None:
-    r"""Marks the levels of an aligned layout that hold stand-in nodes."""
+def _mark_stand_ins(layout: TreeLayout, num_real: int) -> None:
+    r"""Marks the levels of an aligned layout that hold stand-in nodes, and
+    drops the stand-ins' runs from the node-order segments (they have no
+    rows there; their ids are the largest, so their runs come last)."""
+    layout.virtual_from = num_real
     for level in layout.levels:
         real = level.node_ids < num_real
         if not bool(real.all()):
             positions = real.nonzero().flatten()
             level.real_rows = (positions, level.node_ids[positions])
+    if layout.node_segments is not None:
+        segments, total = [], 0
+        for segment in layout.node_segments:
+            if total >= num_real:
+                break
+            segments.append(segment)
+            total += segment[2]
+        layout.node_segments = segments
 
 
 def _build(parent: Tensor, num_nodes: int,
@@ -442,8 +453,7 @@ def _build(parent: Tensor, num_nodes: int,
                                                              root)
     if extended is not None:
         aligned = _build(extended, extended.numel(), bucketing)
-        aligned.virtual_from = num_nodes
-        _real_rows(aligned, num_nodes)
+        _mark_stand_ins(aligned, num_nodes)
         layout.aligned = aligned
     return layout
 

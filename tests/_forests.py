@@ -64,3 +64,30 @@ def assert_level_moves_match_plain_indexing(layout, num_nodes):
         torch.testing.assert_close(
             g, padded(grad).transpose(0, 1)[:, level.node_ids],
             rtol=0, atol=0)
+
+
+def assert_forest_matches_reference(h, include_self, seed):
+    r"""The dynamic program on :obj:`h` against the dense reference, with
+    and without sibling positions."""
+    from hsa_graph.testing import assert_matches_dense_reference
+    q, k, v = qkv(h.num_nodes, seed=seed)
+    pos = torch.randn(h.num_nodes, 2, dtype=torch.float64)
+    assert_matches_dense_reference(q, k, v, h.edge_index,
+                                   include_self=include_self)
+    assert_matches_dense_reference(q, k, v, h.edge_index, pos=pos,
+                                   include_self=include_self)
+
+
+def assert_forest_gradients(h, include_self, seed=4):
+    r"""gradcheck and gradgradcheck of the attention on :obj:`h` in q, k, v
+    and the positions."""
+    from hsa_graph import hsa_attention
+    q, k, v = (t.requires_grad_() for t in qkv(h.num_nodes, seed=seed))
+    pos = torch.randn(h.num_nodes, 2, dtype=torch.float64,
+                      requires_grad=True)
+
+    def fn(q, k, v, pos):
+        return hsa_attention(q, k, v, h.edge_index, pos=pos,
+                             include_self=include_self)
+    assert torch.autograd.gradcheck(fn, (q, k, v, pos))
+    assert torch.autograd.gradgradcheck(fn, (q, k, v, pos))

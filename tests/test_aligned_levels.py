@@ -12,10 +12,11 @@ from hsa_graph.datasets.fake import balanced_parent, ragged_parent
 from hsa_graph.functional.dp_steps import _fusable_bottom
 from hsa_graph.functional.level_order import _level_index
 from hsa_graph.layout import _aligned_parent, _depth_and_root
-from hsa_graph.testing import assert_batch_invariant, \
-    assert_matches_dense_reference
+from hsa_graph.testing import assert_batch_invariant
 
-from _forests import (assert_level_moves_match_plain_indexing, forest_of,
+from _forests import (assert_forest_gradients,
+                      assert_forest_matches_reference,
+                      assert_level_moves_match_plain_indexing, forest_of,
                       qkv)
 
 
@@ -79,27 +80,14 @@ def test_level_moves_drop_stand_in_rows(relabel):
 def test_aligned_forest_matches_dense_reference(make, relabel, include_self):
     h = make(relabel)
     assert tree_layout(h.edge_index, h.num_nodes).aligned is not None
-    q, k, v = qkv(h.num_nodes, seed=3)
-    pos = torch.randn(h.num_nodes, 2, dtype=torch.float64)
-    assert_matches_dense_reference(q, k, v, h.edge_index,
-                                   include_self=include_self)
-    assert_matches_dense_reference(q, k, v, h.edge_index, pos=pos,
-                                   include_self=include_self)
+    assert_forest_matches_reference(h, include_self, seed=3)
 
 
 @pytest.mark.parametrize('include_self', [False, True])
 def test_aligned_forest_gradients(include_self):
     h = unequal_ragged(relabel_seed=1, leaves=(5, 2, 9))
     assert tree_layout(h.edge_index, h.num_nodes).aligned is not None
-    q, k, v = (t.requires_grad_() for t in qkv(h.num_nodes, seed=4))
-    pos = torch.randn(h.num_nodes, 2, dtype=torch.float64,
-                      requires_grad=True)
-
-    def fn(q, k, v, pos):
-        return hsa_attention(q, k, v, h.edge_index, pos=pos,
-                             include_self=include_self)
-    assert torch.autograd.gradcheck(fn, (q, k, v, pos))
-    assert torch.autograd.gradgradcheck(fn, (q, k, v, pos))
+    assert_forest_gradients(h, include_self)
 
 
 def test_aligned_batch_is_batch_invariant():

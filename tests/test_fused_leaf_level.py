@@ -13,7 +13,9 @@ from hsa_graph.functional.family_mixture import family_mixture
 from hsa_graph.functional.level_order import _level_index
 from hsa_graph.testing import assert_matches_dense_reference
 
-from _forests import (assert_level_moves_match_plain_indexing, forest_of,
+from _forests import (assert_forest_gradients,
+                      assert_forest_matches_reference,
+                      assert_level_moves_match_plain_indexing, forest_of,
                       qkv)
 
 
@@ -55,12 +57,7 @@ def test_fused_leaf_level_matches_dense_reference(kind, include_self):
     h = PLANS[kind]()
     layout = tree_layout(h.edge_index, h.num_nodes)
     assert _fusable_bottom(layout)
-    q, k, v = qkv(h.num_nodes, seed=2)
-    pos = torch.randn(h.num_nodes, 2, dtype=torch.float64)
-    assert_matches_dense_reference(q, k, v, h.edge_index,
-                                   include_self=include_self)
-    assert_matches_dense_reference(q, k, v, h.edge_index, pos=pos,
-                                   include_self=include_self)
+    assert_forest_matches_reference(h, include_self, seed=2)
 
 
 @pytest.mark.parametrize('include_self', [False, True])
@@ -70,15 +67,7 @@ def test_fused_leaf_level_gradients(include_self, relabel):
     h = forest((8, 4), (12, 4), relabel_seed=relabel)
     layout = tree_layout(h.edge_index, h.num_nodes)
     assert _fusable_bottom(layout)    # whatever the node labels
-    q, k, v = (t.requires_grad_() for t in qkv(h.num_nodes, seed=4))
-    pos = torch.randn(h.num_nodes, 2, dtype=torch.float64,
-                      requires_grad=True)
-
-    def fn(q, k, v, pos):
-        return hsa_attention(q, k, v, h.edge_index, pos=pos,
-                             include_self=include_self)
-    assert torch.autograd.gradcheck(fn, (q, k, v, pos))
-    assert torch.autograd.gradgradcheck(fn, (q, k, v, pos))
+    assert_forest_gradients(h, include_self)
 
 
 def _plain_mixture(q, k, v, bias, leave, self_weight, parent_out, scale,

@@ -52,17 +52,9 @@ class _LevelIndex(NamedTuple):
     ids: Optional[List[Tensor]]
     # Stand-in rows: node ids from virtual_from on; per level, the level
     # positions and node ids of the real rows where a level has stand-ins.
+    # (segments hold real rows only: the layout drops the stand-ins' runs)
     virtual_from: Optional[int] = None
     real_rows: Optional[List[Optional[Tuple[Tensor, Tensor]]]] = None
-
-    def num_rows(self) -> int:
-        r"""Rows in node order (stand-ins have none)."""
-        total = sum(self.sizes)
-        if self.real_rows is not None:
-            for size, real in zip(self.sizes, self.real_rows):
-                if real is not None:
-                    total = total - size + real[0].size(0)
-        return total
 
 
 def _level_index(layout: TreeLayout) -> _LevelIndex:
@@ -151,28 +143,21 @@ def _scatter_levels(pieces: List[Optional[Tensor]], plan: _LevelIndex,
     dtype = like.dtype if dtype is None else dtype
     rows = [None if piece is None else piece.transpose(0, 1)
             for piece in pieces]
-    num_rows = plan.num_rows()
+    # stand-in rows (ids from virtual_from on) have no node row
+    num_rows = sum(plan.sizes) if plan.virtual_from is None else \
+        plan.virtual_from
     shape = (num_rows, like.size(0)) + like.shape[2:]
     if plan.ids is not None or torch.compiler.is_compiling():
         rows = [None if row is None else row.to(dtype) for row in rows]
-    # Stand-in segments come last in node order (their ids are the largest).
-    segments = plan.segments
-    if segments is not None and plan.virtual_from is not None:
-        segments, total = [], 0
-        for segment in plan.segments:
-            if total >= num_rows:
-                break
-            segments.append(segment)
-            total += segment[2]
     if plan.ids is None and torch.compiler.is_compiling():
         return torch.cat([
             like.new_zeros((length, ) + shape[1:], dtype=dtype)
             if rows[depth] is None else rows[depth][offset:offset + length]
-            for depth, offset, length in segments], dim=0)
+            for depth, offset, length in plan.segments], dim=0)
     out = new_buffer(like, shape, dtype)    # every row is written below
     if plan.ids is None:      # runs: every row written once, in order
         start = 0
-        for depth, offset, length in segments:
+        for depth, offset, length in plan.segments:
             row = rows[depth]
             if row is None:
                 out[start:start + length].zero_()
