@@ -9,6 +9,7 @@ r"""Small measurements quoted in the docs, one subcommand each:
     python benchmarks/probes.py strided  # per-head bmm on node-order views vs one batched bmm
     python benchmarks/probes.py half     # half-precision error, float32 vs rounded logits
     python benchmarks/probes.py buckets --threads 2  # family bucketing: CUDA's rule vs CPU's, by bucket cost
+    python benchmarks/probes.py moves --threads 2    # node <-> level moves by index: whole view vs head by head
 """
 import argparse
 import os
@@ -266,11 +267,64 @@ def buckets():
                                                 layouts.values())))
 
 
+def moves():
+    # A batch of 8 ragged trees of 4,096 leaves with shuffled node ids, so
+    # that the levels are gathered by index (no runs of consecutive ids):
+    # moving a [N, 8, 64] tensor into levels and back, as the level moves
+    # did before (one index over the whole head-major view; index_copy_ of
+    # each level's transposed rows) and as they do now (head by head).
+    from hsa_graph.functional.level_order import (_gather_levels,
+                                                  _level_index,
+                                                  _scatter_levels)
+    tree = build_forest(4096, 16, 8, True)
+    perm = torch.randperm(tree.num_nodes,
+                          generator=torch.Generator().manual_seed(0))
+    edge_index = perm[tree.edge_index]
+    layout = tree_layout(edge_index, tree.num_nodes, cache=False)
+    layout = layout.aligned or layout
+    plan = _level_index(layout)
+    assert plan.ids is not None and plan.virtual_from is not None
+    rows = torch.randn(tree.num_nodes, 8, 64)
+    head_major = rows.transpose(0, 1)
+    real = [level.real_rows for level in layout.levels]
+
+    def whole_view_gather():
+        out = []
+        for level, ids, rr in zip(layout.levels, plan.ids, real):
+            if rr is None:
+                out.append(head_major[:, ids])
+            else:
+                piece = head_major.new_zeros((8, level.size, 64))
+                piece[:, rr[0]] = head_major[:, rr[1]]
+                out.append(piece)
+        return out
+    pieces = _gather_levels(rows, plan, rows.dtype)
+    assert all(torch.equal(a, b) for a, b in zip(pieces,
+                                                 whole_view_gather()))
+
+    def whole_view_scatter():
+        out = torch.empty_like(rows)
+        for piece, ids, rr in zip(pieces, plan.ids, real):
+            piece = piece.transpose(0, 1)
+            if rr is not None:
+                piece, ids = piece[rr[0]], rr[1]
+            out.index_copy_(0, ids, piece)
+        return out
+    assert torch.equal(_scatter_levels(pieces, plan), whole_view_scatter())
+    for name, fn in [('gather, whole view', whole_view_gather),
+                     ('gather, head by head',
+                      lambda: _gather_levels(rows, plan, rows.dtype)),
+                     ('scatter, whole view', whole_view_scatter),
+                     ('scatter, head by head',
+                      lambda: _scatter_levels(pieces, plan))]:
+        print(f'{name:22s}: {median_ms(fn, reps=9):6.1f} ms')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('probe', choices=['alloc', 'saved', 'layout', 'gather', 'peak',
                                           'hugepages', 'strided', 'half',
-                                          'buckets'])
+                                          'buckets', 'moves'])
     parser.add_argument('--threads', type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -75,6 +75,8 @@ class LevelLayout:
         real_rows (tuple, optional): on a level of an
             :attr:`TreeLayout.aligned` layout that holds stand-in nodes, the
             level positions and the ids of its real nodes.
+        stand_in_rows (Tensor, optional): there, the level positions of
+            the stand-in nodes.
     """
     size: int
     node_ids: Tensor
@@ -88,6 +90,7 @@ class LevelLayout:
     family_slot: Optional[Tensor]
     uniform_fanout: bool = False
     real_rows: Optional[Tuple[Tensor, Tensor]] = None
+    stand_in_rows: Optional[Tensor] = None
 
     @property
     def sibling_kind(self) -> str:
@@ -432,6 +435,7 @@ def _mark_stand_ins(layout: TreeLayout, num_real: int) -> None:
         if not bool(real.all()):
             positions = real.nonzero().flatten()
             level.real_rows = (positions, level.node_ids[positions])
+            level.stand_in_rows = (~real).nonzero().flatten()
     if layout.node_segments is not None:
         segments, total = [], 0
         for segment in layout.node_segments:
@@ -444,23 +448,25 @@ def _mark_stand_ins(layout: TreeLayout, num_real: int) -> None:
 
 def _build(parent: Tensor, num_nodes: int,
            bucketing: Bucketing = _BUCKETING['cpu'],
-           compile_friendly: bool = False) -> TreeLayout:
+           compile_friendly: bool = False,
+           num_real: Optional[int] = None) -> TreeLayout:
     depth, root = _depth_and_root(parent)
     layout = _build_levels(parent, depth, num_nodes, bucketing,
-                           compile_friendly)
+                           compile_friendly, num_real)
     # Compile-friendly layouts keep one code path (no stand-in rows).
     extended = None if compile_friendly else _aligned_parent(parent, depth,
                                                              root)
     if extended is not None:
-        aligned = _build(extended, extended.numel(), bucketing)
+        aligned = _build(extended, extended.numel(), bucketing,
+                         num_real=num_nodes)
         _mark_stand_ins(aligned, num_nodes)
         layout.aligned = aligned
     return layout
 
 
 def _build_levels(parent: Tensor, depth: Tensor, num_nodes: int,
-                  bucketing: Bucketing,
-                  compile_friendly: bool) -> TreeLayout:
+                  bucketing: Bucketing, compile_friendly: bool,
+                  num_real: Optional[int] = None) -> TreeLayout:
     num_levels = int(depth.max()) + 1
     level_ptr = [0] + torch.cumsum(
         torch.bincount(depth, minlength=num_levels), 0).tolist()
@@ -524,18 +530,20 @@ def _build_levels(parent: Tensor, depth: Tensor, num_nodes: int,
             _uniform_fanout(child_count_lo[lo:hi])
 
     segments, runs = (None, None) if compile_friendly else \
-        _node_runs(order, level_ptr)
+        _node_runs(order, level_ptr, num_real)
     return TreeLayout(
         node_segments=segments, level_runs=runs,
         num_nodes=num_nodes, order=order, rank=rank,
-        identity_order=not compile_friendly and bool(
+        # (stand-in rows are zeros, not node rows: no identity move)
+        identity_order=not compile_friendly and num_real is None and bool(
             (order == positions).all()), parent=parent,
         depth=depth, level_ptr=level_ptr, parent_local=parent_local,
         is_leaf_lo=is_leaf_lo, leaf_count_lo=leaf_count_lo, levels=levels,
         num_trees=int((parent < 0).sum()))
 
 
-def _node_runs(order: Tensor, level_ptr: List[int], min_run: int = 64
+def _node_runs(order: Tensor, level_ptr: List[int],
+               num_real: Optional[int] = None, min_run: int = 64
                ) -> Tuple[Optional[List[Tuple[int, int, int]]],
                           Optional[List[List[Tuple[int, int]]]]]:
     r"""Splits the level order into runs of consecutive node ids (a batch of
@@ -547,6 +555,8 @@ def _node_runs(order: Tensor, level_ptr: List[int], min_run: int = 64
     num_nodes = order.numel()
     breaks = torch.ones(num_nodes, dtype=torch.bool)
     breaks[1:] = order[1:] != order[:-1] + 1
+    if num_real is not None:  # a run is all real nodes or all stand-ins
+        breaks[1:] |= order[1:] == num_real
     breaks[torch.tensor(level_ptr[:-1], dtype=torch.long)] = True
     starts = breaks.nonzero().flatten()
     if starts.numel() * min_run > num_nodes:

@@ -189,6 +189,48 @@ def test_padded_buckets_gathered_in_one_node(monkeypatch):
             (q, k, v, pos))
 
 
+def test_contiguous_buckets_split_in_one_node(monkeypatch):
+    # Families of 3, 3, 5, 5 and 2 children in that order: under exact
+    # buckets each bucket is a contiguous run of the level, and the three
+    # are read as one split (in backward: one concatenation, not a
+    # level-sized zero fill per bucket).
+    monkeypatch.setitem(layout_module._BUCKETING, 'cpu',
+                        layout_module.Bucketing())
+    sizes = [3, 3, 5, 5, 2]
+    parent = [-1] + [0] * (len(sizes) + 2)
+    for i, size in enumerate(sizes):
+        parent += [1 + i] * size
+    h = Hierarchy.from_parent(parent)
+    layout = tree_layout(h.edge_index, h.num_nodes)
+    buckets = layout.levels[2].buckets
+    assert len(buckets) == 3
+    assert all(b.contiguous_start is not None for b in buckets)
+    # the split's blocks and their gradients equal plain slicing
+    from hsa_graph.functional.levels import _gather_level_members
+    rows = torch.randn(2, layout.levels[2].size, 3, dtype=torch.float64,
+                       requires_grad=True)
+    blocks = _gather_level_members(rows, buckets)
+    plain = [rows[:, b.member_index.flatten()].reshape(-1, b.size, 3)
+             for b in buckets]
+    weights = [torch.randn_like(block) for block in plain]
+    for got, want in zip(blocks, plain):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.testing.assert_close(
+        torch.autograd.grad(sum((b * w).sum() for b, w in
+                                zip(blocks, weights)), rows)[0],
+        torch.autograd.grad(sum((b * w).sum() for b, w in
+                                zip(plain, weights)), rows)[0])
+    q, k, v = (t.requires_grad_() for t in qkv(h.num_nodes, seed=7))
+    for include_self in (False, True):
+        assert_matches_dense_reference(q.detach(), k.detach(), v.detach(),
+                                       h.edge_index,
+                                       include_self=include_self)
+        assert torch.autograd.gradcheck(
+            lambda q, k, v: hsa_attention(q, k, v, h.edge_index,
+                                          include_self=include_self),
+            (q, k, v))
+
+
 @pytest.mark.parametrize('include_self', [False, True])
 def test_ragged_levels_double_backward(include_self):
     # Ragged families (several buckets), leaves at two depths: the bucket

@@ -55,6 +55,7 @@ class _LevelIndex(NamedTuple):
     # (segments hold real rows only: the layout drops the stand-ins' runs)
     virtual_from: Optional[int] = None
     real_rows: Optional[List[Optional[Tuple[Tensor, Tensor]]]] = None
+    stand_in_rows: Optional[List[Optional[Tensor]]] = None
 
 
 def _level_index(layout: TreeLayout) -> _LevelIndex:
@@ -63,8 +64,10 @@ def _level_index(layout: TreeLayout) -> _LevelIndex:
     sizes = [level.node_ids.size(0) for level in layout.levels]
     virtual = {}
     if layout.virtual_from is not None:
-        virtual = dict(virtual_from=layout.virtual_from,
-                       real_rows=[level.real_rows for level in layout.levels])
+        virtual = dict(
+            virtual_from=layout.virtual_from,
+            real_rows=[level.real_rows for level in layout.levels],
+            stand_in_rows=[level.stand_in_rows for level in layout.levels])
     if layout.identity_order:       # every level is one run, in order
         starts = [0]
         for size in sizes[:-1]:
@@ -105,12 +108,16 @@ def _gather_levels(t: Tensor, plan: _LevelIndex,
                     else _gather_real(head_major, size, real)
                     for level_ids, size, real in
                     zip(plan.ids, plan.sizes, real_rows)]
-        # Indexing, not index_select: eager index_select on CPU copies a
-        # strided input whole before gathering, i.e. all N rows per level.
-        return [head_major[:, level_ids] if real is None
-                else _gather_real(head_major, size, real)
-                for level_ids, size, real in
-                zip(plan.ids, plan.sizes, real_rows)]
+        if torch.is_grad_enabled() and head_major.requires_grad:
+            # double backward: differentiable indexing
+            return [head_major[:, level_ids] if real is None
+                    else _gather_real(head_major, size, real)
+                    for level_ids, size, real in
+                    zip(plan.ids, plan.sizes, real_rows)]
+        stand_ins = plan.stand_in_rows or [None] * len(plan.sizes)
+        return [_gather_by_head(head_major, level_ids, plan.virtual_from,
+                                stand_in)
+                for level_ids, stand_in in zip(plan.ids, stand_ins)]
     virtual_from = plan.virtual_from
     if torch.compiler.is_compiling():
         return [torch.cat([
@@ -135,6 +142,26 @@ def _gather_levels(t: Tensor, plan: _LevelIndex,
     return pieces
 
 
+def _gather_by_head(head_major: Tensor, level_ids: Tensor,
+                    virtual_from: Optional[int],
+                    stand_in: Optional[Tensor]) -> Tensor:
+    r"""One level's rows, ``[H, n, *]``, gathered head by head into one
+    buffer; stand-in rows (ids from :obj:`virtual_from` on) are zeros.
+    Per head, the rows are a strided 2-D view that ``index_select`` gathers
+    at copy speed; an index over the whole ``[H, N, *]`` view (or
+    ``index_select`` on it, which on CPU first copies it whole) is 4-5x
+    slower (``python benchmarks/probes.py moves``)."""
+    if stand_in is not None:     # their level positions
+        level_ids = level_ids.clamp(max=virtual_from - 1)
+    piece = new_buffer(head_major, (head_major.size(0), level_ids.numel()) +
+                       head_major.shape[2:])
+    for head in range(head_major.size(0)):
+        torch.index_select(head_major[head], 0, level_ids, out=piece[head])
+    if stand_in is not None:
+        piece.index_fill_(1, stand_in, 0)
+    return piece
+
+
 def _scatter_levels(pieces: List[Optional[Tensor]], plan: _LevelIndex,
                     dtype: Optional[torch.dtype] = None) -> Tensor:
     r"""Per level ``[H, n, *]`` pieces -> ``[N, H, *]`` rows (in
@@ -154,6 +181,8 @@ def _scatter_levels(pieces: List[Optional[Tensor]], plan: _LevelIndex,
             like.new_zeros((length, ) + shape[1:], dtype=dtype)
             if rows[depth] is None else rows[depth][offset:offset + length]
             for depth, offset, length in plan.segments], dim=0)
+    if plan.ids is not None and not torch.compiler.is_compiling():
+        return _scatter_by_head(rows, plan, shape, dtype)
     out = new_buffer(like, shape, dtype)    # every row is written below
     if plan.ids is None:      # runs: every row written once, in order
         start = 0
@@ -165,8 +194,7 @@ def _scatter_levels(pieces: List[Optional[Tensor]], plan: _LevelIndex,
                 out[start:start + length].copy_(row[offset:offset + length])
             start += length
         return out
-    # One write per row: each level's transposed view goes straight into
-    # its node-major rows, with no concatenated copy in between.
+    # Compiled: each level's transposed view goes straight into its rows.
     real_rows = plan.real_rows or [None] * len(plan.sizes)
     for row, level_ids, real in zip(rows, plan.ids, real_rows):
         if real is not None:        # stand-in rows are dropped
@@ -177,6 +205,26 @@ def _scatter_levels(pieces: List[Optional[Tensor]], plan: _LevelIndex,
         else:
             out.index_copy_(0, level_ids, row)
     return out
+
+
+def _scatter_by_head(rows: List[Optional[Tensor]], plan: _LevelIndex,
+                     shape: Tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    r"""Level rows (``[n, H, *]`` transposed views) into node order, head by
+    head (see :func:`_gather_by_head`). Stand-in rows go to one spare row
+    past the end, which the result leaves out."""
+    spare = plan.virtual_from is not None
+    like = next(row for row in rows if row is not None)
+    out = new_buffer(like, (shape[0] + spare, ) + shape[1:], dtype)
+    for row, level_ids in zip(rows, plan.ids):
+        if spare:
+            level_ids = level_ids.clamp(max=shape[0])
+        if row is None:
+            out.index_fill_(0, level_ids, 0)
+            continue
+        row = row.to(dtype)
+        for head in range(row.size(1)):
+            out[:, head].index_copy_(0, level_ids, row[:, head])
+    return out[:shape[0]] if spare else out
 
 
 class _ToLevels(torch.autograd.Function):

@@ -104,14 +104,46 @@ def _gather_level_members(rows: Optional[Tensor],
     if rows is None:
         return [None] * len(buckets)
     gathered = [bucket.contiguous_start is None for bucket in buckets]
-    if sum(gathered) < 2 or torch.compiler.is_compiling() or \
-            not rows.requires_grad:
+    if torch.compiler.is_compiling() or not rows.requires_grad:
         return [_gather_members(rows, bucket) for bucket in buckets]
+    sliced = [bucket for bucket, g in zip(buckets, gathered) if not g]
+    sliced = iter(_split_members(rows, sliced) if len(sliced) > 1 else
+                  [_gather_members(rows, bucket) for bucket in sliced])
     indices = [bucket.member_index for bucket, g in zip(buckets, gathered)
                if g]
-    blocks = iter(_GatherMembers.apply(rows, *indices))
-    return [next(blocks) if g else _gather_members(rows, bucket)
-            for bucket, g in zip(buckets, gathered)]
+    if len(indices) > 1:
+        blocks = iter(_GatherMembers.apply(rows, *indices))
+    else:
+        blocks = iter([_gather_members(rows, bucket) for bucket, g in
+                       zip(buckets, gathered) if g])
+    return [next(blocks) if g else next(sliced) for g in gathered]
+
+
+def _split_members(rows: Tensor, buckets: List[FamilyBucket]
+                   ) -> List[Tensor]:
+    r"""Family blocks of several contiguous buckets as one ``split`` of the
+    level (one autograd node, whose backward concatenates the blocks'
+    gradients): a slice per bucket would zero-fill and add a level-sized
+    gradient per bucket in backward."""
+    spans = sorted((bucket.contiguous_start, bucket.num_families *
+                    bucket.size, i) for i, bucket in enumerate(buckets))
+    sizes, order, end = [], [], 0
+    for start, length, i in spans:
+        if start > end:
+            sizes.append(start - end)
+            order.append(None)
+        sizes.append(length)
+        order.append(i)
+        end = start + length
+    if end < rows.size(1):
+        sizes.append(rows.size(1) - end)
+        order.append(None)
+    pieces = rows.split(sizes, dim=1)
+    blocks: List[Optional[Tensor]] = [None] * len(buckets)
+    for piece, i in zip(pieces, order):
+        if i is not None:
+            blocks[i] = piece.reshape(-1, buckets[i].size, rows.size(-1))
+    return blocks
 
 
 class _GatherMembers(torch.autograd.Function):
