@@ -108,8 +108,10 @@ def _gather_levels(t: Tensor, plan: _LevelIndex,
                     else _gather_real(head_major, size, real)
                     for level_ids, size, real in
                     zip(plan.ids, plan.sizes, real_rows)]
-        if torch.is_grad_enabled() and head_major.requires_grad:
-            # double backward: differentiable indexing
+        if (torch.is_grad_enabled() and head_major.requires_grad) or \
+                head_major.device.type != 'cpu':
+            # differentiable indexing (double backward), and one kernel
+            # (not one per head) on GPUs, where it is not measured yet
             return [head_major[:, level_ids] if real is None
                     else _gather_real(head_major, size, real)
                     for level_ids, size, real in
@@ -181,7 +183,8 @@ def _scatter_levels(pieces: List[Optional[Tensor]], plan: _LevelIndex,
             like.new_zeros((length, ) + shape[1:], dtype=dtype)
             if rows[depth] is None else rows[depth][offset:offset + length]
             for depth, offset, length in plan.segments], dim=0)
-    if plan.ids is not None and not torch.compiler.is_compiling():
+    if plan.ids is not None and not torch.compiler.is_compiling() and \
+            like.device.type == 'cpu':
         return _scatter_by_head(rows, plan, shape, dtype)
     out = new_buffer(like, shape, dtype)    # every row is written below
     if plan.ids is None:      # runs: every row written once, in order
@@ -194,7 +197,8 @@ def _scatter_levels(pieces: List[Optional[Tensor]], plan: _LevelIndex,
                 out[start:start + length].copy_(row[offset:offset + length])
             start += length
         return out
-    # Compiled: each level's transposed view goes straight into its rows.
+    # Compiled or GPU: each level's transposed view goes straight into its
+    # rows.
     real_rows = plan.real_rows or [None] * len(plan.sizes)
     for row, level_ids, real in zip(rows, plan.ids, real_rows):
         if real is not None:        # stand-in rows are dropped
