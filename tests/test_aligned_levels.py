@@ -126,3 +126,21 @@ def test_compiled_aligned_forest_matches_eager():
     torch.testing.assert_close(out, expected)
     for got, want in zip(grads, expected_grads):
         torch.testing.assert_close(got, want)
+
+
+def test_runs_stop_where_stand_ins_start():
+    # A short tree first (stand-in root N above its root 0) and a tall tree
+    # whose root is the last real id N - 1: on the roots' level, N - 1 and
+    # N are consecutive ids. Long runs elsewhere make the moves slice
+    # copies; a run from N - 1 into N would read past the node rows.
+    short = balanced_parent(64, 8)                    # height 2
+    tall = balanced_parent(512, 8)                    # height 3
+    new_id = torch.arange(tall.numel()) - 1           # root 0 -> last id
+    new_id[0] = tall.numel() - 1
+    relabelled = torch.full_like(tall, -1)
+    relabelled[new_id[1:]] = new_id[tall[1:]]
+    h = forest_of([short, relabelled])
+    layout = tree_layout(h.edge_index, h.num_nodes).aligned
+    assert layout is not None and _level_index(layout).ids is None  # runs
+    assert_level_moves_match_plain_indexing(layout, h.num_nodes)
+    assert_forest_matches_reference(h, include_self=False, seed=8)
