@@ -286,7 +286,9 @@ def moves():
     assert plan.ids is not None and plan.virtual_from is not None
     rows = torch.randn(tree.num_nodes, 8, 64)
     head_major = rows.transpose(0, 1)
-    real = [level.real_rows for level in layout.levels]
+    real = [None if level.stand_in_rows is None else
+            (level.node_ids < tree.num_nodes).nonzero().flatten()
+            for level in layout.levels]
 
     def whole_view_gather():
         out = []
@@ -295,7 +297,7 @@ def moves():
                 out.append(head_major[:, ids])
             else:
                 piece = head_major.new_zeros((8, level.size, 64))
-                piece[:, rr[0]] = head_major[:, rr[1]]
+                piece[:, rr] = head_major[:, ids[rr]]
                 out.append(piece)
         return out
     pieces = _gather_levels(rows, plan, rows.dtype)
@@ -307,7 +309,7 @@ def moves():
         for piece, ids, rr in zip(pieces, plan.ids, real):
             piece = piece.transpose(0, 1)
             if rr is not None:
-                piece, ids = piece[rr[0]], rr[1]
+                piece, ids = piece[rr], ids[rr]
             out.index_copy_(0, ids, piece)
         return out
     assert torch.equal(_scatter_levels(pieces, plan), whole_view_scatter())

@@ -72,11 +72,9 @@ class LevelLayout:
             families back to back and a parent-child pass is a reshape
             (a sum over a view up, a broadcast down) instead of a scatter
             or a gather.
-        real_rows (tuple, optional): on a level of an
-            :attr:`TreeLayout.aligned` layout that holds stand-in nodes, the
-            level positions and the ids of its real nodes.
-        stand_in_rows (Tensor, optional): there, the level positions of
-            the stand-in nodes.
+        stand_in_rows (Tensor, optional): on a level of an
+            :attr:`TreeLayout.aligned` layout that holds stand-in nodes,
+            their level positions.
     """
     size: int
     node_ids: Tensor
@@ -89,7 +87,6 @@ class LevelLayout:
     buckets: List[FamilyBucket]
     family_slot: Optional[Tensor]
     uniform_fanout: bool = False
-    real_rows: Optional[Tuple[Tensor, Tensor]] = None
     stand_in_rows: Optional[Tensor] = None
 
     @property
@@ -433,8 +430,6 @@ def _mark_stand_ins(layout: TreeLayout, num_real: int) -> None:
     for level in layout.levels:
         real = level.node_ids < num_real
         if not bool(real.all()):
-            positions = real.nonzero().flatten()
-            level.real_rows = (positions, level.node_ids[positions])
             level.stand_in_rows = (~real).nonzero().flatten()
     if layout.node_segments is not None:
         segments, total = [], 0

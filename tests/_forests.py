@@ -58,12 +58,17 @@ def assert_level_moves_match_plain_indexing(layout, num_nodes):
     pieces = [piece.detach().requires_grad_() for piece in expected]
     back = _from_levels(pieces, layout)
     torch.testing.assert_close(back, x.detach(), rtol=0, atol=0)
-    grad = torch.randn_like(back)
-    for g, level in zip(torch.autograd.grad(back, pieces, grad),
-                        layout.levels):
-        torch.testing.assert_close(
-            g, padded(grad).transpose(0, 1)[:, level.node_ids],
-            rtol=0, atol=0)
+    # (with create_graph, as in double backward, the gather is plain,
+    # differentiable indexing)
+    for create_graph in (False, True):
+        grad = torch.randn_like(back).requires_grad_(create_graph)
+        for g, level in zip(torch.autograd.grad(back, pieces, grad,
+                                                retain_graph=True,
+                                                create_graph=create_graph),
+                            layout.levels):
+            torch.testing.assert_close(
+                g, padded(grad).transpose(0, 1)[:, level.node_ids],
+                rtol=0, atol=0)
 
 
 def assert_forest_matches_reference(h, include_self, seed):

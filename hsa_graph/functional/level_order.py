@@ -50,11 +50,11 @@ class _LevelIndex(NamedTuple):
     segments: Optional[List[Tuple[int, int, int]]]
     runs: Optional[List[List[Tuple[int, int]]]]
     ids: Optional[List[Tensor]]
-    # Stand-in rows: node ids from virtual_from on; per level, the level
-    # positions and node ids of the real rows where a level has stand-ins.
-    # (segments hold real rows only: the layout drops the stand-ins' runs)
+    # Stand-in rows: node ids from virtual_from on; per level, their level
+    # positions where a level has any. An index move reads them from a
+    # real row and zeroes them, and writes them to a spare row past the
+    # end. (segments hold real rows only: the layout drops stand-in runs)
     virtual_from: Optional[int] = None
-    real_rows: Optional[List[Optional[Tuple[Tensor, Tensor]]]] = None
     stand_in_rows: Optional[List[Optional[Tensor]]] = None
 
 
@@ -66,7 +66,6 @@ def _level_index(layout: TreeLayout) -> _LevelIndex:
     if layout.virtual_from is not None:
         virtual = dict(
             virtual_from=layout.virtual_from,
-            real_rows=[level.real_rows for level in layout.levels],
             stand_in_rows=[level.stand_in_rows for level in layout.levels])
     if layout.identity_order:       # every level is one run, in order
         starts = [0]
@@ -84,41 +83,21 @@ def _level_index(layout: TreeLayout) -> _LevelIndex:
                        [level.node_ids for level in layout.levels], **virtual)
 
 
-def _gather_real(head_major: Tensor, size: int,
-                 real: Tuple[Tensor, Tensor]) -> Tensor:
-    r"""A level with stand-in nodes: real rows gathered, zeros elsewhere
-    (plain ops: differentiable, and traced as they are by Inductor)."""
-    positions, ids = real
-    piece = head_major.new_zeros((head_major.size(0), size) +
-                                 head_major.shape[2:])
-    if torch.compiler.is_compiling():
-        return piece.index_copy(1, positions, head_major.index_select(1, ids))
-    piece[:, positions] = head_major[:, ids]   # (see _gather_levels)
-    return piece
+def _stand_ins_read_as(level_ids: Tensor, stand_in: Optional[Tensor],
+                       row: int) -> Tensor:
+    r"""A level's node ids with its stand-ins' (at positions
+    :obj:`stand_in`) replaced by :obj:`row`."""
+    return level_ids if stand_in is None else \
+        level_ids.index_fill(0, stand_in, row)
 
 
 def _gather_levels(t: Tensor, plan: _LevelIndex,
                    dtype: torch.dtype) -> Levels:
     head_major = t.transpose(0, 1)      # copy_ below converts the dtype
-    real_rows = plan.real_rows or [None] * len(plan.sizes)
     if plan.ids is not None:
         head_major = head_major.to(dtype)
-        if torch.compiler.is_compiling():   # Inductor lowers it to a gather
-            return [head_major.index_select(1, level_ids) if real is None
-                    else _gather_real(head_major, size, real)
-                    for level_ids, size, real in
-                    zip(plan.ids, plan.sizes, real_rows)]
-        if (torch.is_grad_enabled() and head_major.requires_grad) or \
-                head_major.device.type != 'cpu':
-            # differentiable indexing (double backward), and one kernel
-            # (not one per head) on GPUs, where it is not measured yet
-            return [head_major[:, level_ids] if real is None
-                    else _gather_real(head_major, size, real)
-                    for level_ids, size, real in
-                    zip(plan.ids, plan.sizes, real_rows)]
         stand_ins = plan.stand_in_rows or [None] * len(plan.sizes)
-        return [_gather_by_head(head_major, level_ids, plan.virtual_from,
-                                stand_in)
+        return [_gather_by_index(head_major, level_ids, stand_in)
                 for level_ids, stand_in in zip(plan.ids, stand_ins)]
     virtual_from = plan.virtual_from
     if torch.compiler.is_compiling():
@@ -144,17 +123,24 @@ def _gather_levels(t: Tensor, plan: _LevelIndex,
     return pieces
 
 
-def _gather_by_head(head_major: Tensor, level_ids: Tensor,
-                    virtual_from: Optional[int],
-                    stand_in: Optional[Tensor]) -> Tensor:
-    r"""One level's rows, ``[H, n, *]``, gathered head by head into one
-    buffer; stand-in rows (ids from :obj:`virtual_from` on) are zeros.
-    Per head, the rows are a strided 2-D view that ``index_select`` gathers
-    at copy speed; an index over the whole ``[H, N, *]`` view (or
-    ``index_select`` on it, which on CPU first copies it whole) is 4-5x
-    slower (``python benchmarks/probes.py moves``)."""
-    if stand_in is not None:     # their level positions
-        level_ids = level_ids.clamp(max=virtual_from - 1)
+def _gather_by_index(head_major: Tensor, level_ids: Tensor,
+                     stand_in: Optional[Tensor]) -> Tensor:
+    r"""One level's rows, ``[H, n, *]``; stand-in rows (at level positions
+    :obj:`stand_in`) are zeros.
+
+    Eager on CPU the level is gathered head by head into one buffer: per
+    head, the rows are a strided 2-D view that ``index_select`` reads at
+    copy speed, while an index over the whole ``[H, N, *]`` view (or
+    ``index_select`` on it, which on CPU first copies it whole) is 4x
+    slower (``python benchmarks/probes.py moves``). Compiled (Inductor
+    lowers a gather), on GPUs (one kernel, not one per head; unmeasured)
+    and under double backward (differentiable) it is one index."""
+    level_ids = _stand_ins_read_as(level_ids, stand_in, 0)
+    if torch.compiler.is_compiling() or head_major.device.type != 'cpu' or \
+            (torch.is_grad_enabled() and head_major.requires_grad):
+        piece = head_major.index_select(1, level_ids) if \
+            torch.compiler.is_compiling() else head_major[:, level_ids]
+        return piece if stand_in is None else piece.index_fill(1, stand_in, 0)
     piece = new_buffer(head_major, (head_major.size(0), level_ids.numel()) +
                        head_major.shape[2:])
     for head in range(head_major.size(0)):
@@ -183,51 +169,42 @@ def _scatter_levels(pieces: List[Optional[Tensor]], plan: _LevelIndex,
             like.new_zeros((length, ) + shape[1:], dtype=dtype)
             if rows[depth] is None else rows[depth][offset:offset + length]
             for depth, offset, length in plan.segments], dim=0)
-    if plan.ids is not None and not torch.compiler.is_compiling() and \
-            like.device.type == 'cpu':
-        return _scatter_by_head(rows, plan, shape, dtype)
+    if plan.ids is not None:
+        return _scatter_by_index(rows, plan, shape, dtype)
     out = new_buffer(like, shape, dtype)    # every row is written below
-    if plan.ids is None:      # runs: every row written once, in order
-        start = 0
-        for depth, offset, length in plan.segments:
-            row = rows[depth]
-            if row is None:
-                out[start:start + length].zero_()
-            else:
-                out[start:start + length].copy_(row[offset:offset + length])
-            start += length
-        return out
-    # Compiled or GPU: each level's transposed view goes straight into its
-    # rows.
-    real_rows = plan.real_rows or [None] * len(plan.sizes)
-    for row, level_ids, real in zip(rows, plan.ids, real_rows):
-        if real is not None:        # stand-in rows are dropped
-            positions, level_ids = real
-            row = None if row is None else row[positions]
+    start = 0                 # runs: every row written once, in order
+    for depth, offset, length in plan.segments:
+        row = rows[depth]
         if row is None:
-            out.index_fill_(0, level_ids, 0)
+            out[start:start + length].zero_()
         else:
-            out.index_copy_(0, level_ids, row)
+            out[start:start + length].copy_(row[offset:offset + length])
+        start += length
     return out
 
 
-def _scatter_by_head(rows: List[Optional[Tensor]], plan: _LevelIndex,
-                     shape: Tuple[int, ...], dtype: torch.dtype) -> Tensor:
-    r"""Level rows (``[n, H, *]`` transposed views) into node order, head by
-    head (see :func:`_gather_by_head`). Stand-in rows go to one spare row
-    past the end, which the result leaves out."""
+def _scatter_by_index(rows: List[Optional[Tensor]], plan: _LevelIndex,
+                      shape: Tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    r"""Level rows (``[n, H, *]`` transposed views, already in
+    :obj:`dtype`) into node order; stand-in rows go to one spare row past
+    the end, which the result leaves out. Eager on CPU head by head (see
+    :func:`_gather_by_index`); otherwise each level's transposed view goes
+    straight into its rows."""
     spare = plan.virtual_from is not None
     like = next(row for row in rows if row is not None)
     out = new_buffer(like, (shape[0] + spare, ) + shape[1:], dtype)
-    for row, level_ids in zip(rows, plan.ids):
-        if spare:
-            level_ids = level_ids.clamp(max=shape[0])
+    by_head = not torch.compiler.is_compiling() and \
+        like.device.type == 'cpu'
+    stand_ins = plan.stand_in_rows or [None] * len(plan.sizes)
+    for row, level_ids, stand_in in zip(rows, plan.ids, stand_ins):
+        level_ids = _stand_ins_read_as(level_ids, stand_in, shape[0])
         if row is None:
             out.index_fill_(0, level_ids, 0)
-            continue
-        row = row.to(dtype)
-        for head in range(row.size(1)):
-            out[:, head].index_copy_(0, level_ids, row[:, head])
+        elif by_head:
+            for head in range(row.size(1)):
+                out[:, head].index_copy_(0, level_ids, row[:, head])
+        else:
+            out.index_copy_(0, level_ids, row)
     return out[:shape[0]] if spare else out
 
 

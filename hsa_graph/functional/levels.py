@@ -103,20 +103,25 @@ def _gather_level_members(rows: Optional[Tensor],
     would zero-fill a level-sized gradient per bucket and then add them."""
     if rows is None:
         return [None] * len(buckets)
-    gathered = [bucket.contiguous_start is None for bucket in buckets]
-    if torch.compiler.is_compiling() or not rows.requires_grad:
-        return [_gather_members(rows, bucket) for bucket in buckets]
-    sliced = [bucket for bucket, g in zip(buckets, gathered) if not g]
-    sliced = iter(_split_members(rows, sliced) if len(sliced) > 1 else
-                  [_gather_members(rows, bucket) for bucket in sliced])
-    indices = [bucket.member_index for bucket, g in zip(buckets, gathered)
-               if g]
-    if len(indices) > 1:
-        blocks = iter(_GatherMembers.apply(rows, *indices))
-    else:
-        blocks = iter([_gather_members(rows, bucket) for bucket, g in
-                       zip(buckets, gathered) if g])
-    return [next(blocks) if g else next(sliced) for g in gathered]
+    blocks: List[Optional[Tensor]] = [None] * len(buckets)
+    if rows.requires_grad and not torch.compiler.is_compiling():
+        # several contiguous buckets: one split; several gathered: one node
+        for contiguous, read in ((True, _split_members),
+                                 (False, _gather_all_members)):
+            chosen = [i for i, bucket in enumerate(buckets)
+                      if (bucket.contiguous_start is not None) == contiguous]
+            if len(chosen) > 1:
+                for i, block in zip(chosen, read(
+                        rows, [buckets[i] for i in chosen])):
+                    blocks[i] = block
+    return [_gather_members(rows, bucket) if block is None else block
+            for block, bucket in zip(blocks, buckets)]
+
+
+def _gather_all_members(rows: Tensor, buckets: List[FamilyBucket]
+                        ) -> List[Tensor]:
+    return list(_GatherMembers.apply(
+        rows, *[bucket.member_index for bucket in buckets]))
 
 
 def _split_members(rows: Tensor, buckets: List[FamilyBucket]
