@@ -443,17 +443,17 @@ def _mark_stand_ins(layout: TreeLayout, num_real: int) -> None:
 
 def _build(parent: Tensor, num_nodes: int,
            bucketing: Bucketing = _BUCKETING['cpu'],
-           compile_friendly: bool = False,
-           num_real: Optional[int] = None) -> TreeLayout:
+           compile_friendly: bool = False) -> TreeLayout:
     depth, root = _depth_and_root(parent)
     layout = _build_levels(parent, depth, num_nodes, bucketing,
-                           compile_friendly, num_real)
+                           compile_friendly)
     # Compile-friendly layouts keep one code path (no stand-in rows).
     extended = None if compile_friendly else _aligned_parent(parent, depth,
                                                              root)
-    if extended is not None:
-        aligned = _build(extended, extended.numel(), bucketing,
-                         num_real=num_nodes)
+    if extended is not None:     # (its trees have one height: no recursion)
+        aligned = _build_levels(extended, _depth_and_root(extended)[0],
+                                extended.numel(), bucketing, False,
+                                num_real=num_nodes)
         _mark_stand_ins(aligned, num_nodes)
         layout.aligned = aligned
     return layout
