@@ -1,17 +1,15 @@
 r"""hsa_graph: Hierarchical Self-Attention (Amizadeh et al., NeurIPS 2025) for
 PyTorch Geometric."""
-from .allocator import advise_huge_pages, keep_freed_memory
 from .hierarchy import Hierarchy
 from .layout import TreeLayout, tree_layout
 from .functional import *  # noqa: F401,F403
 from .functional import __all__ as _functional_all
 from .convert import *  # noqa: F401,F403
 from .convert import __all__ as _convert_all
-from . import (allocator, convert, datasets, functional, nn, plot, sampling,  # noqa: F401
+from . import (convert, datasets, functional, nn, plot, sampling,  # noqa: F401
                transforms, zero_shot)
 
 __version__ = '0.1.0'
 
-__all__ = (['Hierarchy', 'keep_freed_memory', 'advise_huge_pages',
-            'TreeLayout', 'tree_layout', '__version__'] +
+__all__ = (['Hierarchy', 'TreeLayout', 'tree_layout', '__version__'] +
            list(_functional_all) + list(_convert_all))

@@ -135,16 +135,14 @@ class Hierarchy(Data):
                 raise ValueError(f"'{name}' contains NaN or inf")
 
     # -- structure ---------------------------------------------------------
-    def layout(self, compile_friendly: bool = False) -> TreeLayout:
+    def layout(self) -> TreeLayout:
         r"""The cached :class:`~hsa_graph.layout.TreeLayout` of this hierarchy,
-        on the device of :obj:`edge_index` (see :func:`~hsa_graph.tree_layout`
-        for :obj:`compile_friendly`)."""
+        on the device of :obj:`edge_index`."""
         edge_index = self.edge_index
         if edge_index is None:
             edge_index = torch.empty(2, 0, dtype=torch.long)
             self.edge_index = edge_index
-        return tree_layout(edge_index, self.num_nodes,
-                           compile_friendly=compile_friendly)
+        return tree_layout(edge_index, self.num_nodes)
 
     @property
     def parent(self) -> Tensor:

@@ -137,7 +137,7 @@ def assert_no_graph_breaks(fn: Callable, *args, **kwargs) -> None:
 
 
 def compiled_graph_counts(batches: Iterable[Hierarchy],
-                          compile_friendly: bool = False, heads: int = 2,
+                          heads: int = 2,
                           channels: int = 4) -> List[int]:
     r"""Runs :func:`hsa_attention` under ``torch.compile(dynamic=True)``
     (dynamo's ``eager`` backend: the guards of any backend, no code
@@ -152,7 +152,7 @@ def compiled_graph_counts(batches: Iterable[Hierarchy],
         backend='eager', dynamic=True)
     counts = []
     for batch in batches:
-        layout = batch.layout(compile_friendly=compile_friendly)
+        layout = batch.layout()
         q, k, v = (torch.randn(batch.num_nodes, heads, channels)
                    for _ in range(3))
         torch.testing.assert_close(compiled(q, k, v, layout),

@@ -7,18 +7,12 @@ from torch_geometric.data import Batch
 
 from hsa_graph import (Hierarchy, hsa_attention, hsa_attention_matrix,
                        hsa_log_partition)
-from hsa_graph.layout import (Bucketing, _build, bucketing_for,
-                              parent_from_edge_index)
+from hsa_graph.layout import tree_layout
 from hsa_graph.testing import (assert_batch_invariant,
                                assert_flat_tree_equals_softmax,
                                assert_matches_dense_reference, random_parent)
 
 DTYPES = [torch.float64, torch.float32]
-# Layouts built for CPU group families coarsely on small trees; the random
-# trees also run under CUDA's rule and one bucket per size, so that every
-# bucket pattern (several gathered, padded, exact) meets the reference.
-BUCKETINGS = {'cpu': bucketing_for('cpu'), 'cuda': bucketing_for('cuda'),
-              'exact': Bucketing(bucket_cost=0.0)}
 
 
 @st.composite
@@ -38,13 +32,11 @@ def qkv(num_nodes, heads=2, channels=3, value_channels=4,
 
 @settings(max_examples=60, deadline=None)
 @given(parent=ragged_trees(), include_self=st.booleans(),
-       use_pos=st.sampled_from([None, '2d', '3d']), seed=st.integers(0, 99),
-       bucketing=st.sampled_from(sorted(BUCKETINGS)))
+       use_pos=st.sampled_from([None, '2d', '3d']), seed=st.integers(0, 99))
 def test_matches_dense_reference_on_ragged_trees(parent, include_self,
-                                                 use_pos, seed, bucketing):
+                                                 use_pos, seed):
     h = Hierarchy.from_parent(parent)
-    layout = _build(parent_from_edge_index(h.edge_index, h.num_nodes),
-                    h.num_nodes, BUCKETINGS[bucketing])
+    layout = tree_layout(h.edge_index, h.num_nodes, cache=False)
     q, k, v = qkv(h.num_nodes, seed=seed)
     pos = None
     if use_pos == '2d':

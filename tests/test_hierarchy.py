@@ -4,7 +4,6 @@ from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
 from hsa_graph import Hierarchy, tree_layout
-from hsa_graph.layout import _build, bucketing_for
 from hsa_graph.testing import random_hierarchy
 
 
@@ -88,22 +87,31 @@ def test_layout_is_cached_and_invalidated():
 def test_layout_levels_and_families():
     h = Hierarchy.from_parent([-1, 0, 0, 1, 1, 1, 2, 2])
     layout = h.layout()
-    assert layout.level_ptr == [0, 1, 3, 8]
-    # Level order groups each family contiguously.
-    assert layout.order.tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
-    # Level 1 is one family of 2; level 2 holds families of 3 and 2: on
-    # CPU one bucket padded to 3 (a second bucket would cost more than the
-    # padding), under CUDA's rule (exact sizes) two.
-    assert [[b.size for b in level.buckets] for level in layout.levels] == \
-        [[], [2], [3]]
-    exact = tree_layout(h.edge_index, h.num_nodes, device='cuda:0',
-                        cache=False) if torch.cuda.is_available() else \
-        _build(h.parent, h.num_nodes, bucketing_for('cuda'))
-    assert sorted(b.size for b in exact.buckets) == [2, 2, 3]
-    assert [len(level.buckets) for level in exact.levels] == [0, 1, 2]
-    assert layout.levels[1].family_slot is None      # read as a plain view
-    assert layout.levels[1].buckets[0].contiguous_start == 0
-    assert layout.levels[2].has_siblings.all()
+    # Level 0: the root; level 1: one family of 2; level 2: families of 3
+    # and 2, padded to 3 slots each (families in their parents' order).
+    assert [(lv.num_families, lv.family_size) for lv in layout.levels] == \
+        [(1, 1), (1, 2), (2, 3)]
+    level = layout.levels[2]
+    assert level.node.tolist() == [3, 4, 5, 6, 7, 6]      # padding: 1st member
+    assert level.real.tolist() == [True] * 5 + [False]
+    assert level.has_siblings.tolist() == [True] * 5 + [False]
+    assert level.parent_slot.tolist() == [0, 1]
+    assert layout.levels[1].child_family.tolist() == [0, 1]
+    assert layout.levels[2].child_family.tolist() == [0] * 6   # no children
+    assert layout.node_slot.tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
+    bias = level.key_bias.view(2, 3)
+    assert bias[1, 2] < -1e29 and (bias[:, :2] == 0).all()   # log n = 0
+
+
+def test_layout_is_data_that_moves():
+    h = Hierarchy.from_parent([-1, 0, 0, 1, 1, 1, 2, 2])
+    layout = h.layout()
+    moved = layout.to('meta')
+    assert moved.device.type == 'meta'
+    assert all(lv.node.device.type == 'meta' for lv in moved.levels)
+    assert layout.to(dtype=torch.float64).levels[2].count.dtype == \
+        torch.float64
+    assert 'levels=[1x1, 1x2, 2x3]' in repr(layout)
 
 
 def test_deep_chain_layout_is_fast_and_correct():
@@ -114,42 +122,12 @@ def test_deep_chain_layout_is_fast_and_correct():
     assert h.leaf_count[0] == 1
 
 
-def test_uniform_fanout_needs_equal_counts_in_level_order():
-    # Balanced: every internal level's families sit back to back.
-    h = Hierarchy.from_parent([-1, 0, 0, 1, 1, 2, 2])
-    assert [lv.uniform_fanout for lv in h.layout().levels] == [
-        True, True, False]
-    # Level 2 = one child each for nodes 2 and 1, but level order sorts
-    # them by parent id (1 first), opposite to level 1's own order here.
-    h = Hierarchy.from_parent([-1, 0, 0, 0, 2, 1, 4, 5])
-    layout = h.layout()
-    counts = [lv.uniform_fanout for lv in layout.levels]
-    assert counts[0] is True          # the root: 3 children
-    assert counts[1] is False         # 1, 1 and 0 children
-    # Unequal counts.
-    assert not Hierarchy.from_parent([-1, 0, 0, 1, 1, 1, 2, 2]).layout(
-        ).levels[1].uniform_fanout
-
-
-def test_level_order_follows_the_parents_order():
-    # Nodes 13 (parent 1) and 11 (parent 2) are level 2 in that order; their
-    # only children 16 and 12 must follow them in that order (sorting by
-    # parent id would put 12 first and break the reshape passes).
+def test_families_follow_their_parents_slots():
+    # Nodes 13 (parent 1) and 11 (parent 2) are level 2; their only children
+    # 16 and 12 are level 3's families in their parents' slot order.
     parent = [-1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 11, 1, 12, 12, 13]
     layout = Hierarchy.from_parent(parent).layout()
-    assert layout.levels[2].node_ids.tolist() == [13, 11]
-    assert layout.levels[3].node_ids.tolist() == [16, 12]
-    assert layout.levels[2].uniform_fanout
-    # Whatever the labels: a relabelled balanced tree keeps every level
-    # a reshape.
-    from hsa_graph.datasets.fake import balanced_parent
-    base = balanced_parent(64, 4)
-    perm = torch.randperm(base.numel(), generator=torch.Generator(
-        ).manual_seed(0))
-    relabelled = torch.full_like(base, -1)
-    relabelled[perm[base >= 0]] = perm[base[base >= 0]]
-    layout = Hierarchy.from_parent(relabelled).layout()
-    assert all(level.uniform_fanout for level in layout.levels[:-1])
-    for level in layout.levels[1:]:     # families in their parents' order
-        assert torch.equal(level.parent_local,
-                           level.parent_local.sort().values)
+    assert layout.levels[2].node.tolist() == [13, 11]
+    assert layout.levels[3].node.tolist() == [16, 12]
+    assert layout.levels[3].parent_slot.tolist() == [0, 1]
+    assert layout.levels[4].node.tolist() == [14, 15]

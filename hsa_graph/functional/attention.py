@@ -1,122 +1,35 @@
 r"""`hsa_attention`: the exact HSA dynamic program, read top to bottom.
 
-The four steps of ../shared/spec/HSA.md section 4, in level order:
+The four steps of ../shared/spec/HSA.md section 4, level by level on the
+family blocks of a :class:`~hsa_graph.layout.TreeLayout` (``layout.py``):
 
-1. up:       leaf counts (cached in the layout) and mean q, k, v per node;
-2. families: masked softmax among siblings, one dense block per family
-             (families of equal padded size are batched together);
-3. up:       free energies, level by level;
-4. down:     the stick-breaking mixture, accumulated to every leaf.
+1. up:       mean query, key and value of the leaves below every node;
+2. families: masked softmax among siblings, one ``[B, B]`` block per family;
+3. up:       free energies, then the stick-breaking factors;
+4. down:     the stick-breaking mixture, root to leaves.
 
-This file holds the public functions and the order of the steps;
-``level_order.py`` moves node tensors to and from per-level, head-major
-blocks, ``levels.py`` holds step 1 and ``dp_steps.py`` steps 2-4.
+Per-level tensors are head-major ``[H, S, C]`` (``S = F * B`` slots, padded
+families of ``B``), so a level's families are a free ``[H * F, B, C]`` view
+and the sibling softmax is two ``bmm``. Every step is the same plain tensor
+code on every device, eager or compiled, with no host synchronisation.
 
 Spec names -> code names: ``-eta`` -> ``log_sibling_mass``, ``-phi`` ->
-``log_inner_mass``, ``logZ`` -> ``log_partition``, ``log mu`` ->
-``log_stay``, ``log(1 - mu)`` -> ``log_leave``, ``vt`` -> ``sibling_value``.
+``log_inner_mass``, ``logZ`` -> ``log_partition``, ``mu`` -> ``stay``,
+``1 - mu`` -> ``leave``, ``prod mu`` -> ``reach``, ``vt`` -> ``sibling_value``.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from ..layout import TreeLayout, tree_layout
-from .dp_steps import (_bucket_softmax, _family_softmax, _free_energies,
-                       _fusable_bottom, _inner_finite, _mixture_down,
-                       _self_logits)
-from .level_order import _from_levels, _to_levels
-from .levels import _leaf_means_levels, _level_positions
-from .precision import stat_dtype
+from ..layout import MASKED, LevelLayout, TreeLayout, tree_layout
+from ._levels import (family_sum, from_parents, read_leaves, slot_mask,
+                      subtree_sums, to_nodes)
 
 __all__ = ['hsa_attention', 'hsa_log_partition']
-
-def _check_inputs(query: Tensor, key: Tensor, value: Optional[Tensor],
-                  pos: Optional[Tensor]) -> None:
-    if query.dim() != 3 or key.dim() != 3:
-        raise ValueError(f'query and key must be [N, H, C], got '
-                         f'{list(query.shape)} and {list(key.shape)}')
-    if query.shape != key.shape:
-        raise ValueError(f'query and key must have the same shape, got '
-                         f'{list(query.shape)} and {list(key.shape)}')
-    if value is not None and (value.dim() != 3 or
-                              value.shape[:2] != query.shape[:2]):
-        raise ValueError(f'value must be [N, H, Cv] with the same N and H as '
-                         f'query {list(query.shape)}, got {list(value.shape)}')
-    if pos is not None:
-        num_nodes, heads = query.shape[:2]
-        ok = (pos.dim() == 2 and pos.size(0) == num_nodes) or (
-            pos.dim() == 3 and pos.size(0) == num_nodes and
-            pos.size(1) in (1, heads))
-        if not ok:
-            raise ValueError(f'pos must be [N, P] or [N, H, P] with N = '
-                             f'{num_nodes} and H = {heads}, got '
-                             f'{list(pos.shape)}')
-
-
-def _resolve_layout(query: Tensor, edge_index: Optional[Tensor],
-                    num_nodes: Optional[int],
-                    layout: Optional[TreeLayout]) -> TreeLayout:
-    if layout is None:
-        if edge_index is None:
-            raise ValueError('Pass either edge_index or layout')
-        if num_nodes is None:
-            num_nodes = query.size(0)
-        layout = tree_layout(edge_index, num_nodes, device=query.device)
-    # Sizes are read off the layout's tensors (not its ints) so that
-    # torch.compile(dynamic=True) keeps them symbolic across trees.
-    if layout.order.size(0) != query.size(0):
-        raise ValueError(f'query has {query.size(0)} rows but the hierarchy '
-                         f'has {layout.num_nodes} nodes')
-    # Trees of unequal height: the DP runs on the bottom-aligned levels.
-    return layout if layout.aligned is None else layout.aligned
-
-
-def hsa_log_partition(query: Tensor, key: Tensor,
-                      edge_index: Optional[Tensor] = None, *,
-                      pos: Optional[Tensor] = None, include_self: bool = False,
-                      num_nodes: Optional[int] = None,
-                      layout: Optional[TreeLayout] = None) -> Tensor:
-    r"""The HSA free energy :math:`-\phi(A)` of every node (the paper's
-    eq. 8), computed bottom-up:
-
-    .. math::
-        -\phi(A) = \sum_{B \in \mathrm{chd}(A)} \frac{n(B)}{n(A)}
-        \log Z(B), \qquad
-        \log Z(B) = \mathrm{logaddexp}\big(-\phi(B), -\eta(B)\big)
-
-    Its gradient is an oracle for the attention matrix independent of the
-    closed form: :math:`\sum_j \theta_{ij} k_j = n(\mathrm{root}) \sqrt{d}\,
-    \partial(-\phi(\mathrm{root})) / \partial q_i`.
-
-    Args and shapes as :func:`hsa_attention`, without :obj:`value`. Returns
-    ``[N, H]``; entries that are :math:`-\infty` by structure (a subtree
-    with a single leaf when :obj:`include_self` is :obj:`False`) are
-    :math:`-\infty`.
-    """
-    _check_inputs(query, key, None, pos)
-    layout = _resolve_layout(query, edge_index, num_nodes, layout)
-    # Free energies are log masses all through: float32 for half inputs.
-    dtype = stat_dtype(torch.promote_types(query.dtype, key.dtype))
-    scale = 1.0 / math.sqrt(query.size(-1))
-    query_levels = _to_levels(query, layout, dtype)
-    key_levels = _to_levels(key, layout, dtype)
-    pos_levels = _level_positions(pos, layout, dtype)
-    log_sibling_mass, _ = _family_softmax(
-        _leaf_means_levels(query_levels, layout),
-        _leaf_means_levels(key_levels, layout), None, pos_levels, layout,
-        scale)
-    self_logit = _self_logits(query_levels, key_levels, pos_levels, scale) \
-        if include_self else None
-    inner, _, _ = _free_energies(self_logit, log_sibling_mass, layout,
-                                 include_self)
-    inner = [torch.where(_inner_finite(level, include_self)[None, :], value,
-                         torch.full_like(value, -math.inf))
-             for level, value in zip(layout.levels, inner)]
-    return _from_levels(inner, layout).to(query.dtype)
 
 
 def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
@@ -149,19 +62,21 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
         query (torch.Tensor): ``[N, H, C]`` queries; only leaf rows are read.
         key (torch.Tensor): ``[N, H, C]`` keys; only leaf rows are read.
         value (torch.Tensor): ``[N, H, Cv]`` values; only leaf rows are read.
-        edge_index (torch.Tensor): ``[2, E]`` child -> parent edges of a forest
-            over the :obj:`N` nodes; trees never attend to each other.
+        edge_index (torch.Tensor, optional): ``[2, E]`` child -> parent edges
+            of a forest over the :obj:`N` nodes; trees never attend to each
+            other. Not needed when :obj:`layout` is given.
         pos (torch.Tensor, optional): ``[N, P]`` or ``[N, H, P]`` sibling
             position embeddings, adding :math:`\epsilon_A^\top \epsilon_C` to
-            the logit of siblings :math:`A, C`. (default: :obj:`None`)
+            the logit of siblings :math:`A, C` (read at every node).
+            (default: :obj:`None`)
         include_self (bool): let each leaf attend to itself with logit
             :math:`q_i^\top k_i / \sqrt{d} + \epsilon_i^\top \epsilon_i`; a
             flat tree then equals standard softmax attention.
             (default: :obj:`False`, as in the paper)
         num_nodes (int, optional): number of nodes (default: ``query.size(0)``).
-        layout (TreeLayout, optional): precomputed structure from
-            :func:`~hsa_graph.tree_layout`; skips the cache lookup, which
-            :func:`torch.compile` needs for a graph without breaks.
+        layout (TreeLayout, optional): the forest's structure, from the
+            loader (``batch.layout``) or :func:`~hsa_graph.tree_layout`.
+            With it, the call does no structure work and no host sync.
 
     Shapes:
         - **input:** query, key ``[N, H, C]``, value ``[N, H, Cv]``,
@@ -169,56 +84,316 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
         - **output:** ``[N, H, Cv]``: leaf rows hold :math:`y_i`, internal
           rows the mean of their leaves' outputs.
 
-    Half-precision (float16, bfloat16) inputs keep their dtype for every
-    ``[N, H, C]``-sized tensor, with the logits, the softmax and the
-    stick-breaking weights in float32, as in attention kernels; the output
-    has the inputs' dtype.
+    Half-precision (float16, bfloat16) inputs are read in their dtype and
+    every sum, logit and mass is computed in float32 (level tensors
+    included); the output has the inputs' dtype.
     """
     _check_inputs(query, key, value, pos)
     layout = _resolve_layout(query, edge_index, num_nodes, layout)
-    # Level tensors in the inputs' dtype; logits and masses in float32 for
-    # half-precision inputs (precision.py).
-    dtype = torch.promote_types(torch.promote_types(query.dtype, key.dtype),
-                                value.dtype)
+    dtype = _compute_dtype(query, key, value)
     scale = 1.0 / math.sqrt(query.size(-1))
-    query_levels = _to_levels(query, layout, dtype)   # per level (H, n, C)
-    key_levels = _to_levels(key, layout, dtype)
-    value_levels = _to_levels(value, layout, dtype)   # per level (H, n, Cv)
-    pos_levels = _level_positions(pos, layout, stat_dtype(dtype))
+    heads = query.size(1)
+    q, k, v = (t.transpose(0, 1) for t in (query, key, value))  # (H, N, C)
+    p = _head_major(pos, dtype)                               # (H|1, N, P)
 
-    # The deepest level first when its families are the children of the
-    # level above: its softmax node then also sums the parents' totals, and
-    # step 4 there is one fused node (family_mixture.py), so the largest
-    # level's tensors and gradients are written once, not once per pass.
-    bottom_mass, leaf, totals = None, None, (None, None, None)
-    if _fusable_bottom(layout):
-        bottom_mass, _, *totals, leaf = _bucket_softmax(
-            query_levels[-1], key_levels[-1], value_levels[-1],
-            None if pos_levels is None else pos_levels[-1],
-            layout.levels[-1].buckets[0], scale, family_sums=True,
-            fused_down=True)
+    # 1. up: mean query, key and value of the leaves below every slot.
+    leaf_q, leaf_k, leaf_v = (read_leaves(t, layout, dtype)
+                              for t in (q, k, v))
+    mean_q, mean_k, mean_v = (_means(subtree_sums(rows, layout), layout)
+                              for rows in (leaf_q, leaf_k, leaf_v))
+    pos_levels = None if p is None else read_all(p, layout)
 
-    # 1. up: mean query, key and value of the leaves below every node.
-    mean_query = _leaf_means_levels(query_levels, layout, totals[0])
-    mean_key = _leaf_means_levels(key_levels, layout, totals[1])
-    mean_value = _leaf_means_levels(value_levels, layout, totals[2])
+    # 2. families: sibling softmax (-eta) and sibling mixture (vt).
+    log_sibling_mass, sibling_value = [], []
+    for depth, level in enumerate(layout.levels):
+        mass, mixed = _sibling_softmax(
+            mean_q[depth], mean_k[depth], mean_v[depth],
+            None if pos_levels is None else pos_levels[depth], level, scale)
+        log_sibling_mass.append(mass)
+        sibling_value.append(mixed)
 
-    # 2. families: sibling softmax (-eta) and the sibling mixture (vt).
-    log_sibling_mass, sibling_value = _family_softmax(
-        mean_query, mean_key, mean_value, pos_levels, layout, scale,
-        bottom_mass)
-
-    # 3. up: free energies -phi and logZ, level by level.
-    self_logit = _self_logits(query_levels, key_levels, pos_levels, scale) \
+    # 3. up: free energies -phi and logZ, then mu and 1 - mu per slot.
+    self_logit = _self_logits(leaf_q, leaf_k, pos_levels, scale) \
         if include_self else None
-    log_inner_mass, sibling_mass, log_partition = _free_energies(
-        self_logit, log_sibling_mass, layout, include_self)
+    log_inner_mass, log_partition = _free_energies(
+        log_sibling_mass, self_logit, layout, heads, dtype)
+    stay, leave = zip(*(_stick_breaking(*masses, level, include_self)
+                        for masses, level in zip(
+                            zip(log_inner_mass, log_sibling_mass,
+                                log_partition), layout.levels)))
 
-    # 4. down: the stick-breaking mixture, root to leaves.
-    out_levels, out_totals = _mixture_down(
-        log_inner_mass, sibling_mass, log_partition, sibling_value,
-        value_levels, layout, include_self, leaf)
+    # 4. down: out(A) = out(pa) + reach(pa) * (1 - mu(A)) * vt(A), with
+    # reach(A) = reach(pa) * mu(A) the mass that reaches A from the root.
+    out_levels: List[Tensor] = []
+    reach = out = None
+    for depth, level in enumerate(layout.levels):
+        size = level.node.size(0)
+        if depth == 0:                            # roots: no siblings
+            reach = mean_q[0].new_ones(heads, size, 1)
+            out = mean_v[0].new_zeros(heads, size, mean_v[0].size(-1))
+        else:
+            reach_parent = from_parents(reach, level)         # (H, F, 1, 1)
+            out_parent = from_parents(out, level)             # (H, F, 1, Cv)
+            if stay[depth] is None:               # only children: pass on
+                reach = reach_parent.expand(-1, -1, level.family_size, -1)
+                out = out_parent.expand(-1, -1, level.family_size, -1)
+            else:
+                reach = reach_parent * _families(stay[depth], level)
+                out = torch.addcmul(
+                    out_parent, reach_parent * _families(leave[depth], level),
+                    _families(sibling_value[depth], level))
+            reach, out = reach.flatten(1, 2), out.flatten(1, 2)
+        if include_self and level.has_leaves:     # theta_ii = reach(i)
+            out = torch.addcmul(out, torch.where(
+                slot_mask(level.leaf, reach), reach, 0), leaf_v[depth])
+        out_levels.append(out)
 
     # Leaves keep their output; internal rows get the mean over their leaves.
-    out_levels = _leaf_means_levels(out_levels, layout, out_totals)
-    return _from_levels(out_levels, layout).to(value.dtype)
+    out_levels = _means(subtree_sums(
+        [o if level.has_leaves else None
+         for o, level in zip(out_levels, layout.levels)], layout), layout)
+    return to_nodes(out_levels, layout).to(value.dtype)
+
+
+def hsa_log_partition(query: Tensor, key: Tensor,
+                      edge_index: Optional[Tensor] = None, *,
+                      pos: Optional[Tensor] = None, include_self: bool = False,
+                      num_nodes: Optional[int] = None,
+                      layout: Optional[TreeLayout] = None) -> Tensor:
+    r"""The HSA free energy :math:`-\phi(A)` of every node (the paper's
+    eq. 8), computed bottom-up:
+
+    .. math::
+        -\phi(A) = \sum_{B \in \mathrm{chd}(A)} \frac{n(B)}{n(A)}
+        \log Z(B), \qquad
+        \log Z(B) = \mathrm{logaddexp}\big(-\phi(B), -\eta(B)\big)
+
+    Its gradient is an oracle for the attention matrix independent of the
+    closed form: :math:`\sum_j \theta_{ij} k_j = n(\mathrm{root}) \sqrt{d}\,
+    \partial(-\phi(\mathrm{root})) / \partial q_i`.
+
+    Args and shapes as :func:`hsa_attention`, without :obj:`value`. Returns
+    ``[N, H]``; entries that are :math:`-\infty` by structure (a subtree
+    with a single leaf when :obj:`include_self` is :obj:`False`) are
+    :math:`-\infty`.
+    """
+    _check_inputs(query, key, None, pos)
+    layout = _resolve_layout(query, edge_index, num_nodes, layout)
+    dtype = _compute_dtype(query, key)
+    scale = 1.0 / math.sqrt(query.size(-1))
+    q, k = (t.transpose(0, 1) for t in (query, key))
+    p = _head_major(pos, dtype)
+    leaf_q, leaf_k = (read_leaves(t, layout, dtype) for t in (q, k))
+    mean_q, mean_k = (_means(subtree_sums(rows, layout), layout)
+                      for rows in (leaf_q, leaf_k))
+    pos_levels = None if p is None else read_all(p, layout)
+    log_sibling_mass = [
+        _sibling_softmax(mean_q[d], mean_k[d], None,
+                         None if pos_levels is None else pos_levels[d],
+                         level, scale)[0]
+        for d, level in enumerate(layout.levels)]
+    self_logit = _self_logits(leaf_q, leaf_k, pos_levels, scale) \
+        if include_self else None
+    inner, _ = _free_energies(log_sibling_mass, self_logit, layout,
+                              query.size(1), dtype)
+    if not include_self:
+        inner = [torch.where(slot_mask(level.multi_leaf, t), t, -math.inf)
+                 for t, level in zip(inner, layout.levels)]
+    return to_nodes(inner, layout).to(query.dtype)
+
+
+# -- the steps ---------------------------------------------------------------
+
+def _means(sums: List[Tensor], layout: TreeLayout) -> List[Tensor]:
+    r"""Subtree sums -> means (leaves and padding are left as they are)."""
+    return [t / slot_mask(level.count, t).to(t.dtype) if level.has_inner
+            else t for t, level in zip(sums, layout.levels)]
+
+
+def _sibling_softmax(mean_q: Tensor, mean_k: Tensor, mean_v: Optional[Tensor],
+                     pos: Optional[Tensor], level: LevelLayout, scale: float
+                     ) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    r"""Step 2 for one level: ``[H, S]`` log sibling masses
+    ``-eta(A) = logsumexp_C s(A->C) + log n(C)`` and ``[H, S, Cv]`` sibling
+    mixtures ``vt(A)``; ``(None, None)`` for a level of only children."""
+    num_families, size = level.num_families, level.family_size
+    if size == 1:
+        return None, None
+    heads = mean_q.size(0)
+
+    def blocks(t: Tensor) -> Tensor:                    # (H * F, B, C)
+        return t.reshape(-1, size, t.size(-1))
+
+    logits = torch.bmm(blocks(mean_q), blocks(mean_k).transpose(1, 2))
+    bias = level.key_bias.to(logits.dtype)              # (F, 1, B): log n(C)
+    if pos is not None:
+        bias = bias + torch.bmm(blocks(pos), blocks(pos).transpose(1, 2)
+                                ).view(-1, num_families, size, size)
+    logits = torch.add(bias, logits.view(heads, num_families, size, size),
+                       alpha=scale)                     # (H, F, B, B)
+    logits.diagonal(0, -2, -1).fill_(MASKED)            # A is no sibling of A
+    log_sibling_mass = torch.logsumexp(logits, -1)      # (H, F, B)
+    if mean_v is None:
+        return log_sibling_mass.flatten(1), None
+    weights = torch.softmax(logits, -1).view(-1, size, size)
+    sibling_value = torch.bmm(weights, blocks(mean_v))  # (H * F, B, Cv)
+    return log_sibling_mass.flatten(1), sibling_value.view(heads, -1,
+                                                           mean_v.size(-1))
+
+
+def _free_energies(log_sibling_mass: List[Optional[Tensor]],
+                   self_logit: Optional[List[Optional[Tensor]]],
+                   layout: TreeLayout, heads: int, dtype: torch.dtype
+                   ) -> Tuple[List[Tensor], List[Tensor]]:
+    r"""Step 3, bottom-up, per level ``[H, S]``: ``-phi(A)`` (a leaf's self
+    logit, an inner node's n-weighted sum of its children's ``logZ``) and
+    ``logZ(A) = logaddexp(-phi(A), -eta(A))``.
+
+    Structurally infinite masses (``-phi`` of a single-leaf subtree without
+    self-attention, ``-eta`` of a node without siblings) are replaced by 0
+    here (``-eta`` is about ``MASKED``) and masked where they are used
+    (:func:`_stick_breaking`), so no arithmetic ever sees an infinity: no
+    NaN, forward or backward. A parent sums a child whose ``logZ`` is such a
+    stand-in only when its own ``-phi`` is infinite too."""
+    inner: List[Optional[Tensor]] = [None] * layout.num_levels
+    partition: List[Optional[Tensor]] = [None] * layout.num_levels
+    below = None                          # (H, F_below + 1): children's sums
+    for depth in range(layout.num_levels - 1, -1, -1):
+        level = layout.levels[depth]
+        if level.has_inner:    # sum_B n(B) logZ(B) / n(A)
+            log_inner = below.index_select(1, level.child_family) / \
+                level.count.to(dtype)
+        else:
+            log_inner = torch.zeros(heads, level.node.size(0), dtype=dtype,
+                                    device=level.node.device)
+        if self_logit is not None and level.has_leaves:
+            log_inner = torch.where(level.leaf, self_logit[depth], log_inner)
+        elif self_logit is None:
+            log_inner = torch.where(level.multi_leaf, log_inner, 0)
+        log_z = log_inner
+        mass = log_sibling_mass[depth]     # ~MASKED without siblings
+        if mass is not None:
+            both = torch.logaddexp(log_inner, mass)
+            if self_logit is None:
+                both = torch.where(level.multi_leaf, both, mass)
+            log_z = torch.where(level.has_siblings, both, log_inner)
+        inner[depth], partition[depth] = log_inner, log_z
+        if depth > 0:
+            below = family_sum(log_z * level.count.to(dtype), level)
+    return inner, partition
+
+
+def _stick_breaking(log_inner_mass: Tensor, log_sibling_mass: Optional[Tensor],
+                    log_partition: Tensor, level: LevelLayout,
+                    include_self: bool
+                    ) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    r"""``mu(A)`` (stay) and ``1 - mu(A)`` (leave) per slot, ``[H, S, 1]``;
+    ``None`` for a level of only children (``mu = 1``)."""
+    if log_sibling_mass is None:
+        return None, None
+    sib = level.has_siblings
+    stay = torch.exp(log_inner_mass - log_partition)
+    if not include_self:                 # -phi = -inf: nothing stays inside
+        stay = torch.where(level.multi_leaf, stay, 0)
+    stay = torch.where(sib, stay, 1)
+    leave = torch.where(sib, torch.exp(log_sibling_mass - log_partition), 0)
+    return stay.unsqueeze(-1), leave.unsqueeze(-1)
+
+
+def _self_logits(leaf_q: List[Optional[Tensor]],
+                 leaf_k: List[Optional[Tensor]],
+                 pos: Optional[List[Tensor]], scale: float
+                 ) -> List[Optional[Tensor]]:
+    r"""``q_i . k_i / sqrt(d) + eps_i . eps_i`` per level, ``[H, S]``."""
+    logits = []
+    for depth, (q, k) in enumerate(zip(leaf_q, leaf_k)):
+        if q is None:
+            logits.append(None)
+            continue
+        logit = (q * k).sum(-1) * scale
+        if pos is not None:
+            logit = logit + pos[depth].square().sum(-1)
+        logits.append(logit)
+    return logits
+
+
+# -- helpers -----------------------------------------------------------------
+
+def _families(t: Tensor, level: LevelLayout) -> Tensor:
+    r"""``[H, S, *]`` -> ``[H, F, B, *]`` (a view)."""
+    return t.unflatten(1, (level.num_families, level.family_size))
+
+
+def read_all(x: Tensor, layout: TreeLayout) -> List[Tensor]:
+    r"""The rows of ``x`` (``[H, N, *]``) at every level's slots."""
+    return [x.index_select(1, level.node) for level in layout.levels]
+
+
+def _compute_dtype(*tensors: Tensor) -> torch.dtype:
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    # Half inputs: sums, logits and masses in float32 (a subtree's sum of
+    # float16 values overflows past 65,504).
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) \
+        else dtype
+
+
+def _head_major(pos: Optional[Tensor], dtype: torch.dtype
+                ) -> Optional[Tensor]:
+    if pos is None:
+        return None
+    pos = pos.unsqueeze(1) if pos.dim() == 2 else pos     # (N, H|1, P)
+    return pos.transpose(0, 1).to(dtype)
+
+
+def _check_inputs(query: Tensor, key: Tensor, value: Optional[Tensor],
+                  pos: Optional[Tensor]) -> None:
+    named = [('query', query), ('key', key), ('value', value), ('pos', pos)]
+    for name, t in named:
+        if t is None:
+            continue
+        if not isinstance(t, Tensor):
+            raise TypeError(f'{name} must be a tensor, got '
+                            f'{type(t).__name__}')
+        if not t.is_floating_point():
+            raise TypeError(f'{name} must be a real floating-point tensor, '
+                            f'got {t.dtype}')
+    if query.dim() != 3 or key.dim() != 3:
+        raise ValueError(f'query and key must be [N, H, C], got '
+                         f'{list(query.shape)} and {list(key.shape)}')
+    if query.shape != key.shape:
+        raise ValueError(f'query and key must have the same shape, got '
+                         f'{list(query.shape)} and {list(key.shape)}')
+    if query.size(1) == 0 or query.size(2) == 0:
+        raise ValueError(f'query and key need at least one head and one '
+                         f'channel, got shape {list(query.shape)}')
+    if value is not None and (value.dim() != 3 or
+                              value.shape[:2] != query.shape[:2]):
+        raise ValueError(f'value must be [N, H, Cv] with the same N and H as '
+                         f'query {list(query.shape)}, got {list(value.shape)}')
+    if pos is not None:
+        num_nodes, heads = query.shape[:2]
+        ok = (pos.dim() == 2 and pos.size(0) == num_nodes) or (
+            pos.dim() == 3 and pos.size(0) == num_nodes and
+            pos.size(1) in (1, heads))
+        if not ok:
+            raise ValueError(f'pos must be [N, P] or [N, H, P] with N = '
+                             f'{num_nodes} and H = {heads}, got '
+                             f'{list(pos.shape)}')
+
+
+def _resolve_layout(query: Tensor, edge_index: Optional[Tensor],
+                    num_nodes: Optional[int],
+                    layout: Optional[TreeLayout]) -> TreeLayout:
+    if layout is None:
+        if edge_index is None:
+            raise ValueError('Pass either edge_index or layout')
+        if num_nodes is None:
+            num_nodes = query.size(0)
+        layout = tree_layout(edge_index, num_nodes, device=query.device)
+    # Read off a tensor (not the int) so that dynamic shapes stay symbolic.
+    if layout.node_slot.size(0) != query.size(0):
+        raise ValueError(f'query has {query.size(0)} rows but the hierarchy '
+                         f'has {layout.num_nodes} nodes')
+    return layout
