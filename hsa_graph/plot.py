@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .hierarchy import Hierarchy
+from .convert._common import nodes_by_depth
 
 __all__ = ['plot_hierarchy', 'plot_attention', 'tree_positions',
            'leaf_order']
@@ -78,8 +79,7 @@ def tree_positions(h: Hierarchy) -> Dict[int, Tuple[float, float]]:
     count[order] = 1
     layout = h.layout()
     parent = layout.parent
-    for level in range(layout.num_levels - 1, 0, -1):
-        nodes = layout.order[layout.level_slice(level)]
+    for nodes in nodes_by_depth(layout.depth)[:0:-1]:
         leafy = layout.is_leaf[nodes]
         # internal nodes are normalised before they pass their mean upward
         inner = nodes[~leafy]

@@ -222,6 +222,15 @@ def collapse_only_children(parent: Tensor, num_leaves: int) -> Tensor:
     return new_parent[keep]
 
 
+def nodes_by_depth(depth: Tensor) -> list:
+    r"""``[nodes at depth 0, nodes at depth 1, ...]`` (ids ascending within a
+    depth), from one stable sort of the ``[N]`` depth vector."""
+    num_levels = int(depth.max()) + 1 if depth.numel() else 0
+    by_depth = torch.sort(depth, stable=True).indices
+    sizes = torch.bincount(depth, minlength=num_levels).tolist()
+    return list(torch.split(by_depth, sizes))
+
+
 def bottom_up_boxes(h: Hierarchy, coords: Tensor, num_leaves: int):
     r"""Centroid (mean of the leaf coordinates below) and bounding box of
     every node, one scatter per level.
@@ -241,8 +250,7 @@ def bottom_up_boxes(h: Hierarchy, coords: Tensor, num_leaves: int):
     low[:num_leaves] = coords
     high[:num_leaves] = coords
     parent = layout.parent
-    for level in range(layout.num_levels - 1, 0, -1):
-        nodes = layout.order[layout.level_slice(level)]
+    for nodes in nodes_by_depth(layout.depth)[:0:-1]:
         up = parent[nodes]
         total.index_add_(0, up, total[nodes])
         count.index_add_(0, up, count[nodes])
