@@ -192,10 +192,69 @@ def test_minilm_tokenizer():
     (dict(text='a', tokenizer=lambda s: 'abc'), 'list of tokens'),
     (dict(text='a', tokenizer=lambda s: ['a', 1]), 'only strings'),
     (dict(text='a', tokenizer=str.split, vocab={'a': 1}), 'unknown token'),
+    (dict(text='a b', num_hash_buckets=0), 'num_hash_buckets'),
+    (dict(text='a b', num_hash_buckets=2.5), 'num_hash_buckets'),
+    (dict(text='a b', max_sentence_tokens=1), 'max_sentence_tokens'),
+    (dict(text='a b', max_tokens='3'), 'max_tokens'),
+    (dict(text='ok \ud800 then'), r'lone surrogate .*character 3'),
 ])
 def test_bad_input(kwargs, message):
     with pytest.raises(ValueError, match=message):
         from_document(**kwargs)
+
+
+# -- long sentences ------------------------------------------------------------
+
+
+def test_long_unpunctuated_document_has_bounded_families():
+    # One 'sentence' of 200,000 tokens: before the bound it was one family of
+    # 200,000 children (an O(b^2) sibling step HSA could never run).
+    import time
+    start = time.perf_counter()
+    h = from_document('word ' * 200_000)
+    elapsed = time.perf_counter() - start
+    assert h.num_leaves == 200_000
+    assert int(h.child_count.max()) <= 128
+    leaves = h.is_leaf.nonzero().flatten()
+    assert h.source_id[leaves].tolist() == list(range(200_000))
+    assert elapsed < 30, f'from_document took {elapsed:.1f} s'
+
+
+def test_long_sentence_windows_structure():
+    text = 'a b c d e f g h i j. K l m.'
+    h = from_document(text, max_sentence_tokens=3)
+    sentence = DOCUMENT_LEVELS.index('sentence')
+    # 11 tokens -> 4 windows (2, 3, 3, 3) -> 2 groups of 2 windows; the
+    # 4-token sentence -> 2 windows of 2.
+    assert int(h.child_count.max()) <= 3
+    assert h.num_leaves == 15
+    inner = ~h.is_leaf & (h.depth >= 2)
+    assert set(h.family_type[inner].tolist()) == {sentence}
+    leaves = h.is_leaf.nonzero().flatten()
+    assert h.source_id[leaves].tolist() == list(range(15))
+    assert [text[a:b] for a, b in h.char_span[leaves].tolist()][:3] == \
+        ['a', 'b', 'c']
+    # Every internal node's span covers its children's spans.
+    child, par = h.edge_index
+    assert bool((h.char_span[par, 0] <= h.char_span[child, 0]).all())
+    assert bool((h.char_span[par, 1] >= h.char_span[child, 1]).all())
+    # Sentences whose tokens fit stay as they were.
+    assert from_document(text, max_sentence_tokens=11).height == 3
+    whole = from_document(text, max_sentence_tokens=None)
+    assert whole.height == 3 and int(whole.child_count.max()) == 11
+
+
+def test_sentence_bound_with_truncation_and_levels():
+    text = ' '.join(f'w{i}' for i in range(50))
+    h = from_document(text, max_sentence_tokens=4, max_tokens=10)
+    assert h.num_leaves == 10 and h.num_tokens == 50
+    assert int(h.child_count.max()) <= 4
+    h = from_document(text, levels=('paragraph', 'token'),
+                      max_sentence_tokens=4)
+    assert h.num_leaves == 50 and int(h.child_count.max()) <= 4
+    # The flat baseline and window mode are the caller's explicit choice.
+    assert int(from_document(text, levels=('token', )).child_count.max()) == 50
+    assert int(from_document(text, window=(2, 25)).child_count.max()) == 25
 
 
 # -- properties ---------------------------------------------------------------

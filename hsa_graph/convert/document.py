@@ -22,6 +22,7 @@ from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
 from ..hierarchy import Hierarchy
+from ._common import positive_int
 
 __all__ = ['DOCUMENT_LEVELS', 'Vocabulary', 'split_paragraphs',
            'split_sentences', 'word_tokenize', 'from_document',
@@ -34,6 +35,10 @@ __all__ = ['DOCUMENT_LEVELS', 'Vocabulary', 'split_paragraphs',
 DOCUMENT_LEVELS = ('paragraph', 'sentence', 'token')
 
 Span = Tuple[int, int]
+
+#: :func:`from_document`'s default bound on the tokens of one sentence node
+#: (longer sentences are cut into a balanced subtree of windows).
+MAX_SENTENCE_TOKENS = 128
 
 # --------------------------------------------------------------------------
 # Splitting and tokenising
@@ -371,6 +376,7 @@ def from_document(text: str, tokenizer: Optional[Any] = None,
                   vocab: Optional[Mapping[str, int]] = None,
                   max_tokens: Optional[int] = None, lowercase: bool = True,
                   num_hash_buckets: int = 2**18,
+                  max_sentence_tokens: Optional[int] = MAX_SENTENCE_TOKENS,
                   **kwargs: Any) -> Hierarchy:
     r"""Converts a document into a :class:`~hsa_graph.Hierarchy` whose leaves
     are its tokens: document -> paragraphs -> sentences -> tokens by default.
@@ -382,6 +388,19 @@ def from_document(text: str, tokenizer: Optional[Any] = None,
     instead: ``window=(8, 32)`` makes paragraphs of 8 "sentences" of 32
     tokens (the last ones shorter). ``levels=('token',)`` gives the flat tree
     (all tokens children of the root), the flat-attention baseline.
+
+    Sentences are bounded: HSA's sibling step costs :math:`O(b^2)` for a
+    family of :math:`b` members, so a run of text without sentence ends
+    (``'word ' * 200_000``) must not become one family of 200,000 tokens. A
+    sentence (the innermost unit of :obj:`levels`) with more than
+    :obj:`max_sentence_tokens` tokens keeps its one node, whose tokens are
+    cut into consecutive windows of near-equal size (at most
+    :obj:`max_sentence_tokens` each), grouped again the same way while there
+    are more than :obj:`max_sentence_tokens` windows: a balanced subtree in
+    which no family exceeds the bound. Window nodes carry the sentence's
+    ``family_type`` and their index among siblings as ``pos``. The flat tree
+    (``levels=('token',)``) and :obj:`window` mode are not cut: their family
+    sizes are the caller's explicit choice.
 
     Nodes are numbered depth first in reading order (root ``0``), so the
     leaves in ascending id are the tokens in text order. Units without any
@@ -410,6 +429,11 @@ def from_document(text: str, tokenizer: Optional[Any] = None,
             (default: :obj:`True`)
         num_hash_buckets (int): id range of the hashing fallback.
             (default: :obj:`262144`)
+        max_sentence_tokens (int, optional): the most tokens (children) one
+            sentence node holds; a longer sentence is cut into a balanced
+            subtree of windows of at most this many tokens (see above).
+            :obj:`None` keeps sentences whole, however long.
+            (default: :obj:`128`)
         **kwargs: further attributes stored on the result (e.g. ``y``).
 
     Returns:
@@ -425,9 +449,11 @@ def from_document(text: str, tokenizer: Optional[Any] = None,
         before truncation).
 
     Raises:
-        ValueError: on an empty document, a document without any token, bad
-            :obj:`levels` or :obj:`window`, or a tokenizer returning something
-            other than a list of tokens.
+        ValueError: on text that is not a :class:`str` or not valid Unicode
+            (a lone surrogate), an empty document, a document without any
+            token, bad :obj:`levels`, :obj:`window`, :obj:`max_tokens`,
+            :obj:`num_hash_buckets` or :obj:`max_sentence_tokens`, or a
+            tokenizer returning something other than a list of tokens.
 
     Example::
 
@@ -437,10 +463,15 @@ def from_document(text: str, tokenizer: Optional[Any] = None,
     """
     if not isinstance(text, str):
         raise ValueError(f'text must be a str, got {type(text).__name__}')
+    _check_unicode(text)
     if not text.strip():
         raise ValueError('Cannot build a hierarchy from an empty document')
-    if max_tokens is not None and max_tokens < 1:
-        raise ValueError(f'max_tokens must be positive, got {max_tokens}')
+    if max_tokens is not None:
+        max_tokens = positive_int(max_tokens, 'max_tokens', 1)
+    num_hash_buckets = positive_int(num_hash_buckets, 'num_hash_buckets', 1)
+    if max_sentence_tokens is not None:
+        max_sentence_tokens = positive_int(max_sentence_tokens,
+                                           'max_sentence_tokens', 2)
     levels = _check_levels(levels)
     sizes = _check_window(window, levels)
     source = _TokenSource(tokenizer, vocab, lowercase, num_hash_buckets)
@@ -460,7 +491,53 @@ def from_document(text: str, tokenizer: Optional[Any] = None,
                          '(a hierarchy needs at least one leaf)')
     if sizes is None and max_tokens is not None:
         tree = _truncate(tree, len(levels), max_tokens)
+    if sizes is None and len(levels) > 1 and max_sentence_tokens is not None:
+        tree = _bound_sentences(tree, len(levels), max_sentence_tokens)
     return _build_hierarchy(text, tree, levels, total, kwargs)
+
+
+def _check_unicode(text: str) -> None:
+    # A lone surrogate (e.g. from bytes decoded with 'surrogateescape') is
+    # not a character: it can be neither hashed (UTF-8) nor tokenised
+    # reliably. Say where it is instead of failing deep in a tokenizer.
+    try:
+        text.encode('utf-8')
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f'text is not valid Unicode: a lone surrogate '
+            f'{text[error.start]!r} at character {error.start}; decode the '
+            f"bytes with errors='replace' (or repair them) first") from None
+
+
+class _Windows(list):
+    r"""A long sentence's tokens cut into consecutive windows: a list of
+    ``(ids, spans)`` units or of further :class:`_Windows`, emitted as
+    nested nodes at the sentence's level."""
+
+
+def _split_evenly(items: Sequence[Any], bound: int) -> List[Sequence[Any]]:
+    # ceil(n / bound) consecutive pieces of near-equal size (each <= bound).
+    n = len(items)
+    parts = -(-n // bound)
+    cuts = [i * n // parts for i in range(parts + 1)]
+    return [items[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+def _bound_sentence(unit: Any, bound: int) -> Any:
+    ids, spans = unit
+    if len(ids) <= bound:
+        return unit
+    windows: List[Any] = [(ids[r.start:r.stop], spans[r.start:r.stop])
+                          for r in _split_evenly(range(len(ids)), bound)]
+    while len(windows) > bound:
+        windows = [_Windows(group) for group in _split_evenly(windows, bound)]
+    return _Windows(windows)
+
+
+def _bound_sentences(tree: Any, depth: int, bound: int) -> Any:
+    if depth == 1:
+        return _bound_sentence(tree, bound)
+    return [_bound_sentences(child, depth - 1, bound) for child in tree]
 
 
 def _structured_units(text: str, levels: Tuple[str, ...], source
@@ -502,6 +579,8 @@ def _windowed_units(ids: List[int], spans: List[Span], sizes: List[int]
 
 def _count_tokens(tree: Any, depth: int) -> int:
     if depth == 1:
+        if isinstance(tree, _Windows):
+            return sum(_count_tokens(child, 1) for child in tree)
         return len(tree[0])
     return sum(_count_tokens(child, depth - 1) for child in tree)
 
@@ -536,10 +615,26 @@ def _build_hierarchy(text: str, tree: Any, levels: Tuple[str, ...],
     span_end: List[int] = [len(text)]
     level_codes = [DOCUMENT_LEVELS.index(lv) for lv in levels]
     token_code = level_codes[-1]
+    window_code = level_codes[-2] if len(levels) > 1 else token_code
     counter = [0]  # tokens emitted so far (source ids)
 
     def emit(unit: Any, depth: int, parent_id: int) -> None:
-        # `unit` is a list of children (depth > 1) or (ids, spans).
+        # `unit` is a list of children (depth > 1) or (ids, spans), or at
+        # depth 1 the windows of a long sentence (nested nodes).
+        if depth == 1 and isinstance(unit, _Windows):
+            for rank, child in enumerate(unit):
+                node = len(parent)
+                parent.append(parent_id)
+                position.append(rank)
+                token_id.append(-1)
+                source_id.append(-1)
+                family_type.append(window_code)
+                span_start.append(0)
+                span_end.append(0)
+                emit(child, 1, node)
+                span_start[node] = span_start[node + 1]
+                span_end[node] = span_end[-1]
+            return
         if depth == 1:
             ids, spans = unit
             for rank, (tid, (a, b)) in enumerate(zip(ids, spans)):

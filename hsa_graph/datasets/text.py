@@ -32,7 +32,8 @@ import torch
 from torch_geometric.data import InMemoryDataset
 from tqdm.auto import tqdm
 
-from ..convert.document import (DOCUMENT_LEVELS, Vocabulary, from_document,
+from ..convert.document import (DOCUMENT_LEVELS, MAX_SENTENCE_TOKENS,
+                                Vocabulary, from_document,
                                 word_tokenize)
 from ..hierarchy import Hierarchy
 
@@ -195,6 +196,10 @@ class TextHierarchyDataset(InMemoryDataset):
                f'_max{self.max_tokens}')
         if self.tokenizer_name == 'word':
             tag += f'_vocab{self.vocab_size}'
+        if self.window is None and len(self.levels) > 1:
+            # from_document's default sentence bound (cached trees made
+            # before it existed hold unbounded sentences: do not reuse them)
+            tag += f'_sent{MAX_SENTENCE_TOKENS}'
         if any(v is not None for v in self.max_docs.values()):
             tag += (f'_docs{self.max_docs["train"]}-{self.max_docs["test"]}'
                     f'_seed{self.subset_seed}')
