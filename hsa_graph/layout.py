@@ -57,8 +57,11 @@ class LevelLayout:
     false.
 
     Attributes:
-        node (Tensor): ``[F * B]`` node id of each slot (a padding slot
-            repeats its family's first member, which it never reads).
+        node (Tensor): ``[F * B]`` node id of each slot; ``N`` (one past
+            the last node: the passes append a zero row) for padding.
+        leaf_node (Tensor): ``[F * B]`` as :obj:`node`, but ``N`` for inner
+            nodes too: reading input rows through it reads leaf rows only,
+            and zeros elsewhere (an inner node's NaN never enters).
         real (Tensor): ``[F * B]`` bool, the slot holds a node (not padding).
         leaf (Tensor): ``[F * B]`` bool, the slot is a leaf (its query, key
             and value rows are read).
@@ -79,6 +82,7 @@ class LevelLayout:
         has_inner (bool): some slot has children.
     """
     node: Tensor
+    leaf_node: Tensor
     real: Tensor
     leaf: Tensor
     count: Tensor
@@ -112,8 +116,11 @@ class TreeLayout:
         depth (Tensor): ``[N]`` depth (roots: 0).
         is_leaf (Tensor): ``[N]`` bool.
         leaf_count (Tensor): ``[N]`` float :math:`n(A)`.
-        node_slot (Tensor): ``[N]`` each node's slot in the levels' slots laid
-            end to end (level 0 first).
+        node_slot (Tensor): ``[N]`` each node's slot within its level.
+        node_level_start (Tensor): ``[N]`` the number of slots of the levels
+            above the node's.
+        node_level_slots (Tensor): ``[N]`` the number of slots of the node's
+            level.
         levels (list): one :class:`LevelLayout` per depth.
         num_trees (int): number of roots.
     """
@@ -123,6 +130,8 @@ class TreeLayout:
     is_leaf: Tensor
     leaf_count: Tensor
     node_slot: Tensor
+    node_level_start: Tensor
+    node_level_slots: Tensor
     levels: List[LevelLayout]
     num_trees: int
 
@@ -259,7 +268,6 @@ def _build(parent: Tensor) -> TreeLayout:
             fam = torch.arange(nodes.numel())
             position = torch.zeros_like(fam)
             size, parent_slot = 1, torch.empty(0, dtype=torch.long)
-            first = nodes
         else:                   # families in their parents' slot order
             nodes = nodes[torch.sort(slot[parent[nodes]], stable=True).indices]
             parent_slots = slot[parent[nodes]]
@@ -270,20 +278,21 @@ def _build(parent: Tensor) -> TreeLayout:
             position = torch.arange(nodes.numel()) - start[fam]
             size = int(child_count[parent[nodes]].max())
             parent_slot = parent_slots[start]
-            first = nodes[start]
         slot[nodes] = fam * size + position
         family[nodes] = fam
         num_families = int(fam[-1]) + 1
-        levels.append(dict(nodes=nodes, fam=fam, size=size, first=first,
+        levels.append(dict(nodes=nodes, fam=fam, size=size,
                            num_families=num_families, parent_slot=parent_slot))
 
     out: List[LevelLayout] = []
-    offset, node_slot = 0, torch.empty(num_nodes, dtype=torch.long)
+    offset = 0
+    level_start = torch.empty(num_nodes, dtype=torch.long)
+    level_slots = torch.empty(num_nodes, dtype=torch.long)
     for d, info in enumerate(levels):
         nodes, fam, size = info['nodes'], info['fam'], info['size']
         num_slots = info['num_families'] * size
         at = slot[nodes]
-        node = info['first'].repeat_interleave(size)   # padding: 1st member
+        node = torch.full((num_slots, ), num_nodes, dtype=torch.long)
         node[at] = nodes
 
         def per_slot(values: Tensor, fill) -> Tensor:
@@ -301,7 +310,8 @@ def _build(parent: Tensor) -> TreeLayout:
         key_bias = torch.where(count > 0, count.clamp(min=1).log(),
                                torch.full_like(count, MASKED))
         out.append(LevelLayout(
-            node=node, real=count > 0, leaf=leaf,
+            node=node, leaf_node=torch.where(leaf, node, num_nodes),
+            real=count > 0, leaf=leaf,
             count=count.clamp(min=1).float(),
             has_siblings=per_slot(has_siblings, False),
             multi_leaf=count > 1,
@@ -309,11 +319,13 @@ def _build(parent: Tensor) -> TreeLayout:
             parent_slot=info['parent_slot'], child_family=child_family,
             has_leaves=bool(leaf.any()),
             has_inner=bool((child_family < below).any())))
-        node_slot[nodes] = offset + at
+        level_start[nodes] = offset
+        level_slots[nodes] = num_slots
         offset += num_slots
     return TreeLayout(num_nodes=num_nodes, parent=parent, depth=depth,
                       is_leaf=is_leaf, leaf_count=leaf_count,
-                      node_slot=node_slot, levels=out,
+                      node_slot=slot, node_level_start=level_start,
+                      node_level_slots=level_slots, levels=out,
                       num_trees=int((~is_child).sum()))
 
 

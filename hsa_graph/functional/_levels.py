@@ -21,38 +21,59 @@ def slot_mask(mask: Tensor, like: Tensor) -> Tensor:
     return mask.view((1, -1) + (1, ) * (like.dim() - 2))
 
 
+def _read(x: Tensor, layout: TreeLayout, field: str,
+          levels: List[int]) -> List[Tensor]:
+    r"""The rows of ``x`` (``[N, H, *]``) at the slots of :obj:`levels`,
+    each ``[H, S, *]``, in one gather: ``x`` is read as ``[N * H + 1, *]``
+    rows (the last one zero, read by slots whose :obj:`field` is ``N``) in
+    level, head, slot order, so that every level comes out contiguous."""
+    num_nodes, heads = x.size(0), x.size(1)
+    rows = x.reshape(num_nodes * heads, -1)
+    rows = torch.cat([rows, rows.new_zeros(1, rows.size(1))])
+    head = torch.arange(heads, device=x.device).unsqueeze(1)      # (H, 1)
+    index = []
+    for depth in levels:
+        node = getattr(layout.levels[depth], field).unsqueeze(0)  # (1, S)
+        index.append(torch.where(node < num_nodes, node * heads + head,
+                                 num_nodes * heads).flatten())
+    flat = rows.index_select(0, torch.cat(index))
+    sizes = [layout.levels[d].node.size(0) * heads for d in levels]
+    return [t.view((heads, -1) + x.shape[2:])
+            for t in flat.split(sizes)]
+
+
 def read_leaves(x: Tensor, layout: TreeLayout,
                 dtype: torch.dtype) -> List[Optional[Tensor]]:
-    r"""The rows of ``x`` (``[H, N, *]``) at every level's slots, in
-    :obj:`dtype`; ``None`` for levels without leaves, whose rows are never
-    read. Rows of inner nodes and padding are read but never used."""
-    return [x.index_select(1, level.node).to(dtype) if level.has_leaves
-            else None for level in layout.levels]
+    r"""The leaf rows of ``x`` (``[N, H, *]``) at every level's slots,
+    ``[H, S, *]`` in :obj:`dtype`, zeros at inner and padding slots;
+    ``None`` for levels without leaves. Inner nodes' rows are never read."""
+    levels = [d for d, level in enumerate(layout.levels) if level.has_leaves]
+    rows = iter(_read(x.to(dtype), layout, 'leaf_node', levels))
+    return [next(rows) if level.has_leaves else None
+            for level in layout.levels]
 
 
-def subtree_sums(rows: List[Optional[Tensor]], layout: TreeLayout,
-                 inner_too: bool = False) -> List[Tensor]:
-    r"""Bottom-up, per level ``[H, S, *]``: the sum of :obj:`rows` over the
-    leaves below each slot (a leaf's own row; 0 on padding). With
-    :obj:`inner_too`, inner nodes' own rows are added too (every level must
-    then have rows). Sums over children are sums over the family dimension:
-    sorted and deterministic on every device."""
+def read_nodes(x: Tensor, layout: TreeLayout) -> List[Tensor]:
+    r"""The rows of ``x`` (``[N, H, *]``) at every level's slots,
+    ``[H, S, *]`` (zeros on padding)."""
+    return _read(x, layout, 'node', list(range(layout.num_levels)))
+
+
+def subtree_sums(rows: List[Optional[Tensor]],
+                 layout: TreeLayout) -> List[Tensor]:
+    r"""Bottom-up, per level ``[H, S, *]``: each slot's row of :obj:`rows`
+    plus the sums of its children (:obj:`rows` must be zero where they are
+    not to be counted, as :func:`read_leaves` gives them; ``None`` is a
+    level of zeros). Sums over children are sums over the family
+    dimension: sorted and deterministic on every device."""
     sums: List[Optional[Tensor]] = [None] * layout.num_levels
     below: Optional[Tensor] = None    # [H, F_below + 1, *]: a zero row last
     for depth in range(layout.num_levels - 1, -1, -1):
         level = layout.levels[depth]
-        own = rows[depth]
-        children = (below.index_select(1, level.child_family)
-                    if level.has_inner else None)
-        if inner_too:
-            total = own if children is None else own + children
-            total = torch.where(slot_mask(level.real, total), total, 0)
-        elif children is None:
-            total = torch.where(slot_mask(level.leaf, own), own, 0)
-        elif own is None:
-            total = children
-        else:
-            total = torch.where(slot_mask(level.leaf, own), own, children)
+        total = rows[depth]
+        if level.has_inner:
+            children = below.index_select(1, level.child_family)
+            total = children if total is None else total + children
         sums[depth] = total
         if depth > 0:
             below = family_sum(total, level)
@@ -73,6 +94,12 @@ def from_parents(t: Tensor, level: LevelLayout) -> Tensor:
 
 
 def to_nodes(levels: List[Tensor], layout: TreeLayout) -> Tensor:
-    r"""Per-level ``[H, S, *]`` -> ``[N, H, *]`` in node order."""
-    return torch.cat(levels, 1).index_select(1, layout.node_slot) \
-        .transpose(0, 1)
+    r"""Per-level ``[H, S, *]`` -> ``[N, H, *]`` in node order (one gather
+    from the levels laid end to end)."""
+    heads = levels[0].size(0)
+    flat = torch.cat([t.reshape(-1, *t.shape[2:]) for t in levels])
+    head = torch.arange(heads, device=flat.device)
+    index = (layout.node_level_start * heads + layout.node_slot).unsqueeze(1) \
+        + head * layout.node_level_slots.unsqueeze(1)              # (N, H)
+    return flat.index_select(0, index.flatten()).view(
+        (-1, heads) + levels[0].shape[2:])

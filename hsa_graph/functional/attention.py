@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 
 from ..layout import MASKED, LevelLayout, TreeLayout, tree_layout
-from ._levels import (family_sum, from_parents, read_leaves, slot_mask,
-                      subtree_sums, to_nodes)
+from ._levels import (family_sum, from_parents, read_leaves, read_nodes,
+                      slot_mask, subtree_sums, to_nodes)
 
 __all__ = ['hsa_attention', 'hsa_log_partition']
 
@@ -93,15 +93,15 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
     dtype = _compute_dtype(query, key, value)
     scale = 1.0 / math.sqrt(query.size(-1))
     heads = query.size(1)
-    q, k, v = (t.transpose(0, 1) for t in (query, key, value))  # (H, N, C)
-    p = _head_major(pos, dtype)                               # (H|1, N, P)
+    p = None if pos is None else (pos.unsqueeze(1) if pos.dim() == 2
+                                  else pos).to(dtype)       # (N, H|1, P)
 
     # 1. up: mean query, key and value of the leaves below every slot.
-    leaf_q, leaf_k, leaf_v = (read_leaves(t, layout, dtype)
-                              for t in (q, k, v))
+    leaf_q, leaf_k, leaf_v = (read_leaves(t, layout, dtype)   # (H, S, C)
+                              for t in (query, key, value))
     mean_q, mean_k, mean_v = (_means(subtree_sums(rows, layout), layout)
                               for rows in (leaf_q, leaf_k, leaf_v))
-    pos_levels = None if p is None else read_all(p, layout)
+    pos_levels = None if p is None else read_nodes(p, layout)
 
     # 2. families: sibling softmax (-eta) and sibling mixture (vt).
     log_sibling_mass, sibling_value = [], []
@@ -113,7 +113,7 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
         sibling_value.append(mixed)
 
     # 3. up: free energies -phi and logZ, then mu and 1 - mu per slot.
-    self_logit = _self_logits(leaf_q, leaf_k, pos_levels, scale) \
+    self_logit = _self_logits(leaf_q, leaf_k, pos_levels, layout, scale) \
         if include_self else None
     log_inner_mass, log_partition = _free_energies(
         log_sibling_mass, self_logit, layout, heads, dtype)
@@ -144,14 +144,14 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
                     _families(sibling_value[depth], level))
             reach, out = reach.flatten(1, 2), out.flatten(1, 2)
         if include_self and level.has_leaves:     # theta_ii = reach(i)
-            out = torch.addcmul(out, torch.where(
-                slot_mask(level.leaf, reach), reach, 0), leaf_v[depth])
+            out = torch.addcmul(out, reach, leaf_v[depth])   # 0 off leaves
         out_levels.append(out)
 
     # Leaves keep their output; internal rows get the mean over their leaves.
     out_levels = _means(subtree_sums(
-        [o if level.has_leaves else None
-         for o, level in zip(out_levels, layout.levels)], layout), layout)
+        [torch.where(slot_mask(level.leaf, o), o, 0) if level.has_leaves
+         else None for o, level in zip(out_levels, layout.levels)], layout),
+        layout)
     return to_nodes(out_levels, layout).to(value.dtype)
 
 
@@ -181,18 +181,18 @@ def hsa_log_partition(query: Tensor, key: Tensor,
     layout = _resolve_layout(query, edge_index, num_nodes, layout)
     dtype = _compute_dtype(query, key)
     scale = 1.0 / math.sqrt(query.size(-1))
-    q, k = (t.transpose(0, 1) for t in (query, key))
-    p = _head_major(pos, dtype)
-    leaf_q, leaf_k = (read_leaves(t, layout, dtype) for t in (q, k))
+    p = None if pos is None else (pos.unsqueeze(1) if pos.dim() == 2
+                                  else pos).to(dtype)
+    leaf_q, leaf_k = (read_leaves(t, layout, dtype) for t in (query, key))
     mean_q, mean_k = (_means(subtree_sums(rows, layout), layout)
                       for rows in (leaf_q, leaf_k))
-    pos_levels = None if p is None else read_all(p, layout)
+    pos_levels = None if p is None else read_nodes(p, layout)
     log_sibling_mass = [
         _sibling_softmax(mean_q[d], mean_k[d], None,
                          None if pos_levels is None else pos_levels[d],
                          level, scale)[0]
         for d, level in enumerate(layout.levels)]
-    self_logit = _self_logits(leaf_q, leaf_k, pos_levels, scale) \
+    self_logit = _self_logits(leaf_q, leaf_k, pos_levels, layout, scale) \
         if include_self else None
     inner, _ = _free_energies(log_sibling_mass, self_logit, layout,
                               query.size(1), dtype)
@@ -260,16 +260,16 @@ def _free_energies(log_sibling_mass: List[Optional[Tensor]],
     below = None                          # (H, F_below + 1): children's sums
     for depth in range(layout.num_levels - 1, -1, -1):
         level = layout.levels[depth]
+        # Leaves read the zero family (and inner nodes a zero self logit).
+        log_inner = self_logit[depth] if self_logit is not None else None
         if level.has_inner:    # sum_B n(B) logZ(B) / n(A)
-            log_inner = below.index_select(1, level.child_family) / \
+            children = below.index_select(1, level.child_family) / \
                 level.count.to(dtype)
-        else:
+            log_inner = children if log_inner is None else \
+                log_inner + children
+        if log_inner is None:
             log_inner = torch.zeros(heads, level.node.size(0), dtype=dtype,
                                     device=level.node.device)
-        if self_logit is not None and level.has_leaves:
-            log_inner = torch.where(level.leaf, self_logit[depth], log_inner)
-        elif self_logit is None:
-            log_inner = torch.where(level.multi_leaf, log_inner, 0)
         log_z = log_inner
         mass = log_sibling_mass[depth]     # ~MASKED without siblings
         if mass is not None:
@@ -302,9 +302,10 @@ def _stick_breaking(log_inner_mass: Tensor, log_sibling_mass: Optional[Tensor],
 
 def _self_logits(leaf_q: List[Optional[Tensor]],
                  leaf_k: List[Optional[Tensor]],
-                 pos: Optional[List[Tensor]], scale: float
-                 ) -> List[Optional[Tensor]]:
-    r"""``q_i . k_i / sqrt(d) + eps_i . eps_i`` per level, ``[H, S]``."""
+                 pos: Optional[List[Tensor]], layout: TreeLayout,
+                 scale: float) -> List[Optional[Tensor]]:
+    r"""``q_i . k_i / sqrt(d) + eps_i . eps_i`` per level, ``[H, S]``, 0 off
+    the leaves."""
     logits = []
     for depth, (q, k) in enumerate(zip(leaf_q, leaf_k)):
         if q is None:
@@ -312,7 +313,8 @@ def _self_logits(leaf_q: List[Optional[Tensor]],
             continue
         logit = (q * k).sum(-1) * scale
         if pos is not None:
-            logit = logit + pos[depth].square().sum(-1)
+            logit = logit + torch.where(layout.levels[depth].leaf,
+                                        pos[depth].square().sum(-1), 0)
         logits.append(logit)
     return logits
 
@@ -324,11 +326,6 @@ def _families(t: Tensor, level: LevelLayout) -> Tensor:
     return t.unflatten(1, (level.num_families, level.family_size))
 
 
-def read_all(x: Tensor, layout: TreeLayout) -> List[Tensor]:
-    r"""The rows of ``x`` (``[H, N, *]``) at every level's slots."""
-    return [x.index_select(1, level.node) for level in layout.levels]
-
-
 def _compute_dtype(*tensors: Tensor) -> torch.dtype:
     dtype = tensors[0].dtype
     for t in tensors[1:]:
@@ -337,14 +334,6 @@ def _compute_dtype(*tensors: Tensor) -> torch.dtype:
     # float16 values overflows past 65,504).
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) \
         else dtype
-
-
-def _head_major(pos: Optional[Tensor], dtype: torch.dtype
-                ) -> Optional[Tensor]:
-    if pos is None:
-        return None
-    pos = pos.unsqueeze(1) if pos.dim() == 2 else pos     # (N, H|1, P)
-    return pos.transpose(0, 1).to(dtype)
 
 
 def _check_inputs(query: Tensor, key: Tensor, value: Optional[Tensor],

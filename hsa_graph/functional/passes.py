@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from ..layout import TreeLayout, tree_layout
-from ._levels import from_parents, read_leaves, subtree_sums, to_nodes
+from ._levels import (from_parents, read_leaves, read_nodes, subtree_sums,
+                      to_nodes)
 
 __all__ = ['tree_upward', 'tree_downward']
 
@@ -62,17 +63,16 @@ def tree_upward(src: Tensor, edge_index: Optional[Tensor] = None, *,
     if reduce not in ('sum', 'mean'):
         raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
     layout = _layout_for(src, edge_index, layout)
-    x = src.unsqueeze(0)                                    # (1, N, *)
+    x = src.unsqueeze(1)                                    # (N, 1, *)
     if leaves_only:
         sums = subtree_sums(read_leaves(x, layout, src.dtype), layout)
     else:
-        rows = [x.index_select(1, level.node) for level in layout.levels]
-        sums = subtree_sums(rows, layout, inner_too=True)
+        sums = subtree_sums(read_nodes(x, layout), layout)
     out = to_nodes(sums, layout)[:, 0]
     if reduce == 'mean':
         count = layout.leaf_count if leaves_only else subtree_sums(
             [level.real.to(src.dtype).unsqueeze(0)
-             for level in layout.levels], layout, inner_too=True)
+             for level in layout.levels], layout)
         if not leaves_only:
             count = to_nodes(count, layout)[:, 0]
         out = out / count.to(out.dtype).view((-1, ) + (1, ) * (src.dim() - 1))
@@ -105,10 +105,10 @@ def tree_downward(src: Tensor, edge_index: Optional[Tensor] = None, *,
     if reduce not in ('sum', 'prod'):
         raise ValueError(f"reduce must be 'sum' or 'prod', got {reduce!r}")
     layout = _layout_for(src, edge_index, layout)
-    x = src.unsqueeze(0)                                    # (1, N, *)
+    x = src.unsqueeze(1)                                    # (N, 1, *)
     levels = []
-    for depth, level in enumerate(layout.levels):
-        own = x.index_select(1, level.node)
+    for depth, (level, own) in enumerate(zip(layout.levels,
+                                             read_nodes(x, layout))):
         if depth > 0:
             above = from_parents(levels[-1], level)         # (1, F, 1, *)
             own = own.unflatten(1, (level.num_families, level.family_size))
