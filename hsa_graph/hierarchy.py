@@ -56,11 +56,20 @@ class Hierarchy(Data):
                 (default: :obj:`True`)
             **kwargs: further attributes, stored as given.
         """
-        parent = torch.as_tensor(parent)
+        try:
+            parent = torch.as_tensor(parent)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise TypeError(f'parent must be a 1-D tensor or list of integer '
+                            f'ids, got {type(parent).__name__} ({error})'
+                            ) from None
         if parent.dim() != 1:
             raise ValueError(f'parent must be a 1-D vector, got shape '
                              f'{list(parent.shape)}')
-        if parent.is_floating_point():
+        if parent.numel() == 0:
+            raise ValueError('parent is empty: a hierarchy needs at least one '
+                             'node (give -1 for a lone root)')
+        if parent.is_floating_point() or parent.is_complex() or \
+                parent.dtype == torch.bool:
             raise ValueError(f'parent must hold integer ids, got {parent.dtype}')
         parent = parent.long()
         child = (parent >= 0).nonzero().flatten()
@@ -126,6 +135,9 @@ class Hierarchy(Data):
                 continue
             if not isinstance(value, Tensor):
                 raise ValueError(f"'{name}' must be a tensor")
+            if value.dim() == 0:
+                raise ValueError(f"'{name}' is a scalar (shape []); give one "
+                                 f'row per node: shape [{num_nodes}, ...]')
             if value.size(0) != num_nodes:
                 raise ValueError(f"'{name}' has {value.size(0)} rows but the "
                                  f'hierarchy has {num_nodes} nodes; give one '
@@ -133,6 +145,20 @@ class Hierarchy(Data):
             if value.is_floating_point() and not bool(
                     torch.isfinite(value).all()):
                 raise ValueError(f"'{name}' contains NaN or inf")
+        node_type = getattr(self, 'node_type', None)
+        if node_type is not None:
+            if node_type.dim() != 1:
+                raise ValueError(f"'node_type' must have shape [N] = "
+                                 f'[{num_nodes}], got {list(node_type.shape)}')
+            if node_type.is_floating_point() or node_type.is_complex() or \
+                    node_type.dtype == torch.bool:
+                raise ValueError(f"'node_type' must hold integer type ids "
+                                 f'(0, 1, ...), got {node_type.dtype}')
+            if node_type.numel() and int(node_type.min()) < 0:
+                bad = int((node_type < 0).nonzero()[0])
+                raise ValueError(f"'node_type' must be >= 0 (an index into "
+                                 f"the layer's node types), got "
+                                 f'node_type[{bad}] = {int(node_type[bad])}')
 
     # -- structure ---------------------------------------------------------
     def layout(self) -> TreeLayout:

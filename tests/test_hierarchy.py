@@ -92,13 +92,14 @@ def test_layout_levels_and_families():
     assert [(lv.num_families, lv.family_size) for lv in layout.levels] == \
         [(1, 1), (1, 2), (2, 3)]
     level = layout.levels[2]
-    assert level.node.tolist() == [3, 4, 5, 6, 7, 6]      # padding: 1st member
+    assert level.node.tolist() == [3, 4, 5, 6, 7, 8]      # padding: N
     assert level.real.tolist() == [True] * 5 + [False]
     assert level.has_siblings.tolist() == [True] * 5 + [False]
     assert level.parent_slot.tolist() == [0, 1]
     assert layout.levels[1].child_family.tolist() == [0, 1]
     assert layout.levels[2].child_family.tolist() == [0] * 6   # no children
-    assert layout.node_slot.tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
+    assert layout.node_slot.tolist() == [0, 0, 1, 0, 1, 2, 3, 4]
+    assert layout.node_level_start.tolist() == [0, 1, 1, 3, 3, 3, 3, 3]
     bias = level.key_bias.view(2, 3)
     assert bias[1, 2] < -1e29 and (bias[:, :2] == 0).all()   # log n = 0
 
