@@ -123,7 +123,7 @@ def compile_checks():
     conv = HSAConv(32, 16, heads=4).to(DEVICE)
     parent = ragged_parent(300, 8, gen)
     h = Hierarchy.from_parent(parent, x=torch.randn(parent.numel(), 32)).to(DEVICE)
-    layout = h.layout()
+    layout = h.layout
     assert_no_graph_breaks(lambda x: conv(x, h.edge_index, layout=layout),
                            h.x)
     torch._dynamo.reset()

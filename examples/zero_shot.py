@@ -462,7 +462,7 @@ def attention_timing(lengths: Sequence[int], repeats: int) -> List[dict]:
         for branching in ((2, 4, 8, 16), (16, 16)):
             start = time.perf_counter()
             tree = window_hierarchy(torch.ones(1, n), branching)
-            layout = tree.layout()
+            layout = tree.layout
             build = time.perf_counter() - start
             nodes = tree.num_nodes
 

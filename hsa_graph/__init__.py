@@ -6,8 +6,8 @@ from .functional import *  # noqa: F401,F403
 from .functional import __all__ as _functional_all
 from .convert import *  # noqa: F401,F403
 from .convert import __all__ as _convert_all
-from . import (convert, datasets, functional, nn, plot, sampling,  # noqa: F401
-               transforms, zero_shot)
+from . import (convert, datasets, functional, loader, nn, plot,  # noqa: F401
+               sampling, transforms, zero_shot)
 
 __version__ = '0.1.0'
 

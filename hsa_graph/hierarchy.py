@@ -154,41 +154,51 @@ class Hierarchy(Data):
                     node_type.dtype == torch.bool:
                 raise ValueError(f"'node_type' must hold integer type ids "
                                  f'(0, 1, ...), got {node_type.dtype}')
-            if node_type.numel() and int(node_type.min()) < 0:
-                bad = int((node_type < 0).nonzero()[0])
-                raise ValueError(f"'node_type' must be >= 0 (an index into "
-                                 f"the layer's node types), got "
+            if node_type.numel() and int(node_type.min()) < -1:
+                bad = int((node_type < -1).nonzero()[0])
+                raise ValueError(f"'node_type' must hold type ids >= 0 (or "
+                                 f'-1, no type, as on a composed root), got '
                                  f'node_type[{bad}] = {int(node_type[bad])}')
 
     # -- structure ---------------------------------------------------------
+    @property
     def layout(self) -> TreeLayout:
-        r"""The cached :class:`~hsa_graph.layout.TreeLayout` of this hierarchy,
-        on the device of :obj:`edge_index`."""
+        r"""The :class:`~hsa_graph.layout.TreeLayout` of this hierarchy (or
+        forest): the one the loader attached to the batch
+        (:class:`hsa_graph.loader.DataLoader`), else a cached one built on
+        the device of :obj:`edge_index`."""
+        stored = self._store.get('layout', None)
+        if stored is not None:
+            return stored
         edge_index = self.edge_index
         if edge_index is None:
             edge_index = torch.empty(2, 0, dtype=torch.long)
             self.edge_index = edge_index
         return tree_layout(edge_index, self.num_nodes)
 
+    @layout.setter
+    def layout(self, value: TreeLayout) -> None:
+        self._store['layout'] = value
+
     @property
     def parent(self) -> Tensor:
         r"""``[N]`` parent of every node, ``-1`` for roots."""
-        return self.layout().parent
+        return self.layout.parent
 
     @property
     def depth(self) -> Tensor:
         r"""``[N]`` depth of every node (roots have depth 0)."""
-        return self.layout().depth
+        return self.layout.depth
 
     @property
     def height(self) -> int:
         r"""Largest depth of any node."""
-        return self.layout().num_levels - 1
+        return self.layout.num_levels - 1
 
     @property
     def is_leaf(self) -> Tensor:
         r"""``[N]`` bool: nodes without children."""
-        return self.layout().is_leaf
+        return self.layout.is_leaf
 
     @property
     def leaf_index(self) -> Tensor:
@@ -204,7 +214,7 @@ class Hierarchy(Data):
     def leaf_count(self) -> Tensor:
         r"""``[N]`` number of leaves below every node (1 for a leaf): the
         spec's :math:`n(A)`."""
-        return self.layout().leaf_count.long()
+        return self.layout.leaf_count.long()
 
     @property
     def child_count(self) -> Tensor:

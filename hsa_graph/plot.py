@@ -77,7 +77,7 @@ def tree_positions(h: Hierarchy) -> Dict[int, Tuple[float, float]]:
     count = torch.zeros(h.num_nodes, dtype=torch.float64)
     x[order] = torch.arange(order.numel(), dtype=torch.float64)
     count[order] = 1
-    layout = h.layout()
+    layout = h.layout
     parent = layout.parent
     for nodes in nodes_by_depth(layout.depth)[:0:-1]:
         leafy = layout.is_leaf[nodes]

@@ -152,7 +152,7 @@ def compiled_graph_counts(batches: Iterable[Hierarchy],
         backend='eager', dynamic=True)
     counts = []
     for batch in batches:
-        layout = batch.layout()
+        layout = batch.layout
         q, k, v = (torch.randn(batch.num_nodes, heads, channels)
                    for _ in range(3))
         torch.testing.assert_close(compiled(q, k, v, layout),

@@ -26,7 +26,7 @@ def test_dynamic_compile_serves_new_batches_without_recompiling():
     graphs = []
     for num_trees in (2, 3, 5, 7):
         batch = forest(num_trees)
-        layout = batch.layout()
+        layout = batch.layout
         q, k, v = (torch.randn(batch.num_nodes, 2, 8) for _ in range(3))
         out = compiled(q, k, v, layout)
         torch.testing.assert_close(out, hsa_attention(q, k, v, layout=layout),

@@ -27,8 +27,9 @@ def test_output_matches_dense_attention():
         conv = HSAConv(6, 5, heads=3, include_self=include_self,
                        pos_channels=3, root_weight=False, bias=False).double()
         x, pos64 = h.x.double(), pos.double()
-        out, theta = conv(x, h.edge_index, pos=pos64,
-                          return_attention_weights=True)
+        out, weights = conv(x, h.edge_index, pos=pos64,
+                            return_attention_weights=True)
+        theta = weights.dense()
         _, _, value, _ = conv.project(x, pos64)
         expected = torch.einsum('hij,jhc->ihc', theta, value).reshape(25, 15)
         leaf = h.is_leaf
@@ -72,6 +73,30 @@ def test_bad_inputs():
         conv(h.x[0], h.edge_index)
     with pytest.raises(ValueError, match='pos'):
         conv(h.x, h.edge_index, pos=torch.randn(3, 2))
+    with pytest.raises(ValueError, match='pos_channels'):   # pos ignored
+        conv(h.x, h.edge_index, pos=torch.randn(5, 2))
+    with_pos = HSAConv(4, 4, pos_channels=3)
+    with pytest.raises(ValueError, match='pos_channels'):   # pos missing
+        with_pos(h.x, h.edge_index)
+    with pytest.raises(ValueError, match=r'\[5, 3\]'):
+        with_pos(h.x, h.edge_index, pos=torch.randn(5, 2))
+    for bad in (dict(heads=0), dict(out_channels=0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            HSAConv(**{'in_channels': 4, 'out_channels': 4, **bad})
+    with pytest.raises(TypeError):        # a MessagePassing argument: refused
+        HSAConv(4, 4, aggr='mean')
+
+
+def test_is_a_plain_module_and_uses_the_loader_layout():
+    from hsa_graph.datasets.fake import FakeHierarchyDataset
+    from hsa_graph.loader import DataLoader
+    from torch_geometric.nn import MessagePassing
+    conv = HSAConv(16, 4, heads=2).eval()
+    assert not isinstance(conv, MessagePassing)
+    batch = next(iter(DataLoader(FakeHierarchyDataset(6), batch_size=3)))
+    torch.testing.assert_close(
+        conv(batch.x, batch.edge_index, layout=batch.layout),
+        conv(batch.x, batch.edge_index))
 
 
 def test_compiles_without_graph_breaks():
@@ -79,7 +104,7 @@ def test_compiles_without_graph_breaks():
     torch.manual_seed(0)
     parent = ragged_parent(48, 4, torch.Generator().manual_seed(0))
     h = Hierarchy.from_parent(parent, x=torch.randn(parent.numel(), 8))
-    layout = h.layout()
+    layout = h.layout
     conv = HSAConv(8, 4, heads=2)
 
     def run(x):

@@ -73,7 +73,11 @@ def test_forest_to_networkx():
     (nx.Graph([(0, 1), (2, 3)]), 0, 'components'),
     (nx.Graph([(0, 1), (1, 1)]), 0, 'self-loop'),
     (nx.MultiGraph([(0, 1), (0, 1), (1, 2)]), 0, 'parallel edges'),
-    (nx.DiGraph([(0, 1), (0, 2), (1, 3), (2, 3)]), None, 'cycle'),
+    # A diamond is acyclic: node 3 has two parents (it used to be reported
+    # as 'a cycle').
+    (nx.DiGraph([(0, 1), (0, 2), (1, 3), (2, 3)]), None,
+     r'acyclic graph in which node 3 has several parents \[1, 2\]'),
+    (nx.DiGraph([(0, 1), (1, 2), (2, 0)]), None, r'directed cycle through'),
     (nx.DiGraph([(0, 1), (2, 1), (2, 3), (4, 3)]), None, 'several parents'),
     (nx.path_graph(3), None, 'needs a root'),
     (nx.path_graph(3), 7, 'not a node'),
@@ -94,6 +98,23 @@ def test_partial_attribute():
     graph.nodes[1]['x'] = [1.0]
     with pytest.raises(ValueError, match='1 of 3 nodes'):
         from_networkx(graph)
+
+
+def test_attribute_of_unequal_shapes_or_not_numeric():
+    graph = nx.DiGraph([(0, 1), (0, 2)])
+    for node, value in zip(graph.nodes, ([1.0, 2.0], [1.0], [3.0, 4.0])):
+        graph.nodes[node]['x'] = value
+    with pytest.raises(ValueError, match=r"'x' has shape \[2\] on node 0 "
+                       r'but \[1\] on node 1'):
+        from_networkx(graph)
+    for node in graph.nodes:
+        graph.nodes[node]['x'] = 'abc'
+    with pytest.raises(ValueError, match="'x' on node 0 is not a real"):
+        from_networkx(graph)
+    # Mixed int and float values are fine (promoted).
+    for node, value in zip(graph.nodes, (1, 2.5, 3)):
+        graph.nodes[node]['x'] = value
+    assert from_networkx(graph).x.tolist() == [1.0, 2.5, 3.0]
 
 
 @settings(max_examples=40, deadline=None)

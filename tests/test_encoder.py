@@ -410,10 +410,10 @@ def test_leaf_mean_pool_and_pool_to_depth():
     torch.testing.assert_close(roots, pooled)
     # Leaves shallower than the target depth are kept as themselves.
     h = Hierarchy.from_parent([-1, 0, 0, 2, 2], x=torch.eye(5))
-    out, ids, _ = pool_to_depth(h.x, h.layout(), 2)
+    out, ids, _ = pool_to_depth(h.x, h.layout, 2)
     assert ids.tolist() == [1, 3, 4]
     with pytest.raises(ValueError, match='depth'):
-        pool_to_depth(h.x, h.layout(), -1)
+        pool_to_depth(h.x, h.layout, -1)
 
 
 def test_classifier_pool_depth_and_token_embedding():
@@ -424,3 +424,11 @@ def test_classifier_pool_depth_and_token_embedding():
     assert model(batch).shape == (3, 2)
     with pytest.raises(ValueError, match='no x'):
         HierarchyClassifier(encoder(), 2)(Hierarchy.from_parent([-1, 0]))
+
+
+def test_encoder_rejects_positions_it_would_drop():
+    from hsa_graph.nn.positional import FamilyPositionEncoder
+    encoder = FamilyPositionEncoder(8, families=(1, ))
+    with pytest.raises(ValueError, match='coordinates'):
+        encoder(torch.randn(5, 3))          # columns 1, 2 were ignored
+    assert encoder(torch.randn(5, 1)).shape == (5, 8)

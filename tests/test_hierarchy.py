@@ -86,7 +86,7 @@ def test_layout_is_cached_and_invalidated():
 
 def test_layout_levels_and_families():
     h = Hierarchy.from_parent([-1, 0, 0, 1, 1, 1, 2, 2])
-    layout = h.layout()
+    layout = h.layout
     # Level 0: the root; level 1: one family of 2; level 2: families of 3
     # and 2, padded to 3 slots each (families in their parents' order).
     assert [(lv.num_families, lv.family_size) for lv in layout.levels] == \
@@ -106,7 +106,7 @@ def test_layout_levels_and_families():
 
 def test_layout_is_data_that_moves():
     h = Hierarchy.from_parent([-1, 0, 0, 1, 1, 1, 2, 2])
-    layout = h.layout()
+    layout = h.layout
     moved = layout.to('meta')
     assert moved.device.type == 'meta'
     assert all(lv.node.device.type == 'meta' for lv in moved.levels)
@@ -127,7 +127,7 @@ def test_families_follow_their_parents_slots():
     # Nodes 13 (parent 1) and 11 (parent 2) are level 2; their only children
     # 16 and 12 are level 3's families in their parents' slot order.
     parent = [-1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 11, 1, 12, 12, 13]
-    layout = Hierarchy.from_parent(parent).layout()
+    layout = Hierarchy.from_parent(parent).layout
     assert layout.levels[2].node.tolist() == [13, 11]
     assert layout.levels[3].node.tolist() == [16, 12]
     assert layout.levels[3].parent_slot.tolist() == [0, 1]

@@ -29,7 +29,7 @@ def test_composed_item_structure():
     parts = _parts()
     h = mm.compose_item(parts, torch.tensor([4]))
     h.validate()
-    layout = h.layout()
+    layout = h.layout
     root = int((layout.parent < 0).nonzero())
     children = h.edge_index[0][h.edge_index[1] == root]
     # Keyed root with one child per modality.
@@ -58,7 +58,7 @@ def test_dropping_a_modality_keeps_ids_stable(dropped):
     parts = _parts()
     kept = {k: v for k, v in parts.items() if k != dropped}
     h = mm.compose_item(kept, torch.tensor([0]))
-    layout = h.layout()
+    layout = h.layout
     root = int((layout.parent < 0).nonzero())
     children = h.edge_index[0][h.edge_index[1] == root]
     assert children.numel() == 2
@@ -75,7 +75,7 @@ def test_attention_crosses_modalities():
     k = torch.randn(h.num_nodes, 1, 8)
     theta = hsa_attention_matrix(q, k, h.edge_index,
                                  num_nodes=h.num_nodes)[0]
-    leaves = h.layout().is_leaf
+    leaves = h.layout.is_leaf
     rows = theta[leaves][:, leaves]
     assert torch.allclose(rows.sum(1), torch.ones(rows.size(0)), atol=1e-5)
     leaf_type = h.node_type[leaves]
@@ -154,7 +154,7 @@ def test_modality_dropout_choice():
         assert any(h is versions[i] for versions in partial)
         assert int(h.y) == int(complete[i].y) == i
         h.validate()
-        assert len(set(h.node_type[h.layout().is_leaf].tolist())) == 2
+        assert len(set(h.node_type[h.layout.is_leaf].tolist())) == 2
     # Deterministic for a fixed seed and epoch; seed and epoch both matter.
     def ids(*args):
         return [id(h) for h in choose(*args)]

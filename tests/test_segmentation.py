@@ -125,7 +125,7 @@ def test_every_leaf_gets_an_output(scene, tmp_path, kind):
         start = int(batch.ptr[g])
         assert torch.equal(batch.y[start:start + tile.num_nodes], tile.y)
     if kind != 'knn-transformer':
-        leaves = batch.layout().is_leaf
+        leaves = batch.layout.is_leaf
         assert int(leaves.sum()) == 400     # one leaf per point, no more
     assert bool(torch.isfinite(logits).all())
     loss = torch.nn.functional.cross_entropy(logits[batch.train_mask],

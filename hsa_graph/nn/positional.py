@@ -218,9 +218,11 @@ class FamilyPositionEncoder(nn.Module):
             pos = pos.unsqueeze(-1)
         if pos.dim() != 2:
             raise ValueError(f'pos must be [N, P], got {list(pos.shape)}')
-        if pos.size(1) < self.max_dim:
-            raise ValueError(f'pos has {pos.size(1)} coordinates but a family '
-                             f'type needs {self.max_dim}')
+        if pos.size(1) != self.max_dim:
+            # More columns than the families read would be silently dropped.
+            raise ValueError(f'pos has {pos.size(1)} coordinates but the '
+                             f'family types {self.families} read '
+                             f'{self.max_dim}')
         if family_type is None:
             if len(self.encoders) != 1:
                 raise ValueError(f'family_type is required with '

@@ -410,7 +410,7 @@ def check_token_hierarchy(hierarchy: Hierarchy, attention_mask: Tensor
                 value.numel() != hierarchy.num_nodes:
             raise ValueError(f"The token hierarchy needs a '{name}' vector "
                              f'with one entry per node ({hierarchy.num_nodes})')
-    layout = hierarchy.layout()   # validates the forest structure
+    layout = hierarchy.layout   # validates the forest structure
     batch = hierarchy.batch.detach().cpu().long()
     source = hierarchy.source_id.detach().cpu().long()
     is_leaf = layout.is_leaf.cpu()

@@ -64,7 +64,7 @@ def hsa_attention_flops(hierarchy: Union[Hierarchy, TreeLayout, Tensor],
         num_nodes (int, optional): number of nodes, with an edge_index.
     """
     if isinstance(hierarchy, Hierarchy):
-        layout = hierarchy.layout()
+        layout = hierarchy.layout
     elif isinstance(hierarchy, TreeLayout):
         layout = hierarchy
     elif isinstance(hierarchy, Tensor):

@@ -96,7 +96,7 @@ class _BatchContext:
         self.hierarchy = hierarchy
         self.batch = batch
         self.seq_len = seq_len
-        self.layout: TreeLayout = hierarchy.layout()
+        self.layout: TreeLayout = hierarchy.layout
         is_leaf = self.layout.is_leaf
         self.leaf_nodes = is_leaf.nonzero().flatten()
         self.leaf_tokens = (hierarchy.batch[self.leaf_nodes] * seq_len +

@@ -1,0 +1,65 @@
+r"""`DataLoader`: PyG's loader, plus the batch's tree layout built in the
+workers, so that a training step's main process does no structure work."""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Sequence
+
+import torch_geometric.loader
+from torch_geometric.data import Batch
+
+from .layout import tree_layout
+
+__all__ = ['DataLoader', 'LayoutCollater']
+
+
+class LayoutCollater:
+    r"""Wraps a PyG collate function: collates the samples into a forest and
+    attaches its :class:`~hsa_graph.TreeLayout` as ``batch.layout``. It
+    runs wherever the collate runs: in the loader's worker processes when
+    ``num_workers > 0``.
+
+    Args:
+        collate (callable): PyG's collater (``list of Data -> Batch``).
+        edge_index (str): the batch attribute holding the child -> parent
+            edges. (default: :obj:`"edge_index"`)
+    """
+    def __init__(self, collate, edge_index: str = 'edge_index'):
+        self.collate = collate
+        self.edge_index = edge_index
+
+    def __call__(self, data_list: List[Any]) -> Batch:
+        batch = self.collate(data_list)
+        batch.layout = tree_layout(getattr(batch, self.edge_index),
+                                   batch.num_nodes, cache=False)
+        return batch
+
+
+class DataLoader(torch_geometric.loader.DataLoader):
+    r"""A drop-in for :class:`torch_geometric.loader.DataLoader` over
+    hierarchies: each batch is the usual PyG forest and carries its
+    :class:`~hsa_graph.TreeLayout` as ``batch.layout``, built by the
+    collate function (in the workers with ``num_workers > 0``) and moved by
+    ``batch.to(device, non_blocking=True)`` with the rest of the batch.
+    Pass it to the layers: ``conv(batch.x, batch.edge_index,
+    layout=batch.layout)``.
+
+    Args:
+        dataset (Dataset): the hierarchies.
+        batch_size (int, optional): samples per batch. (default: :obj:`1`)
+        shuffle (bool, optional): reshuffle every epoch.
+            (default: :obj:`False`)
+        follow_batch (List[str], optional): as in PyG.
+        exclude_keys (List[str], optional): as in PyG.
+        **kwargs (optional): further arguments of
+            :class:`torch.utils.data.DataLoader` (``num_workers``,
+            ``pin_memory``, ``persistent_workers``, ...).
+    """
+    def __init__(self, dataset, batch_size: int = 1, shuffle: bool = False,
+                 follow_batch: Optional[Sequence[str]] = None,
+                 exclude_keys: Optional[Sequence[str]] = None, **kwargs):
+        if 'collate_fn' in kwargs:
+            raise TypeError('DataLoader builds its own collate_fn; use '
+                            'torch_geometric.loader.DataLoader for another')
+        super().__init__(dataset, batch_size, shuffle, follow_batch,
+                         exclude_keys, **kwargs)
+        self.collate_fn = LayoutCollater(self.collate_fn)
