@@ -134,14 +134,20 @@ class ImageToHierarchy(_ToHierarchy):
         patch_size (int): patch side in pixels. (default: :obj:`4`)
         pad (bool): zero-pad to a multiple of the patch size.
             (default: :obj:`False`)
+        channels_last (bool, optional): the image is ``[H, W, C]``
+            (:obj:`True`) or ``[C, H, W]`` (:obj:`False`); :obj:`None`
+            expects ``[C, H, W]`` and rejects images that look channels-last,
+            see :func:`~hsa_graph.from_image`. (default: :obj:`None`)
         image_attr (str): where the image is. (default: ``'image'``)
         keep (list of str): graph-level attributes carried over.
             (default: ``('y',)``)
     """
 
     def __init__(self, patch_size: int = 4, pad: bool = False,
-                 image_attr: str = 'image', keep: Sequence[str] = ('y', )):
-        super().__init__(keep, patch_size=patch_size, pad=pad)
+                 image_attr: str = 'image', keep: Sequence[str] = ('y', ),
+                 channels_last: Optional[bool] = None):
+        super().__init__(keep, patch_size=patch_size, pad=pad,
+                         channels_last=channels_last)
         self.image_attr = image_attr
 
     def forward(self, data: Data) -> Hierarchy:

@@ -60,6 +60,46 @@ def check_features(x: Optional[Tensor], num_elements: int,
     return x
 
 
+def stack_node_attribute(graph: Any, nodes: list, name: str
+                         ) -> Optional[Tensor]:
+    r"""Stacks a networkx node attribute into one tensor (``None`` when no
+    node has it), or raises a :class:`ValueError` naming the attribute and
+    the node when it is set on some nodes only, is not numeric, or has
+    different shapes on different nodes."""
+    values = [graph.nodes[node].get(name) for node in nodes]
+    present = sum(value is not None for value in values)
+    if present == 0:
+        return None
+    if present < len(values):
+        missing = nodes[[value is None for value in values].index(True)]
+        raise ValueError(f"node attribute '{name}' is set on {present} of "
+                         f'{len(values)} nodes (missing on node {missing!r}); '
+                         f'set it on every node or on none')
+    tensors = []
+    for node, value in zip(nodes, values):
+        try:
+            tensor = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):
+            tensor = None
+        if tensor is None or not (tensor.is_floating_point() or
+                                  tensor.dtype in (torch.bool, torch.uint8,
+                                                   torch.int8, torch.int16,
+                                                   torch.int32, torch.int64)):
+            raise ValueError(f"node attribute '{name}' on node {node!r} is "
+                             f'not a real number or array: {value!r:.80}')
+        if tensors and tensor.shape != tensors[0].shape:
+            raise ValueError(
+                f"node attribute '{name}' has shape {list(tensors[0].shape)} "
+                f'on node {nodes[0]!r} but {list(tensor.shape)} on node '
+                f'{node!r}; give every node the same shape')
+        tensors.append(tensor)
+    if len({t.dtype for t in tensors}) > 1:
+        dtype = torch.get_default_dtype() if any(
+            t.is_floating_point() for t in tensors) else torch.long
+        tensors = [t.to(dtype) for t in tensors]
+    return torch.stack(tensors)
+
+
 class NestedRuns:
     r"""Turns a sequence of ever finer partitions of a sorted element list into
     a tree.
@@ -238,7 +278,7 @@ def bottom_up_boxes(h: Hierarchy, coords: Tensor, num_leaves: int):
     Returns:
         ``(centroid, low, high)``, each ``[N, D]``.
     """
-    layout = h.layout()
+    layout = h.layout
     num_nodes, dims = h.num_nodes, coords.size(1)
     dtype = coords.dtype
     total = torch.zeros(num_nodes, dims, dtype=dtype)
@@ -270,19 +310,28 @@ def relative_positions(h: Hierarchy, coords: Tensor, num_leaves: int):
     axes keeps shapes undistorted), so every coordinate lies in ``[-1, 1]`` and
     siblings share one frame. Roots get zeros.
 
+    The arithmetic runs in float64 whatever the input dtype (float32
+    coordinates near ``3e38`` would overflow their own sums and extents), and
+    the results come back in the input's dtype.
+
     Returns:
         ``(pos, centroid)``, both ``[N, D]``.
     """
-    centroid, low, high = bottom_up_boxes(h, coords, num_leaves)
-    centre = (low + high) / 2
-    half = ((high - low) / 2).amax(dim=1)
+    dtype = coords.dtype
+    centroid, low, high = bottom_up_boxes(h, coords.double(), num_leaves)
+    centre = low / 2 + high / 2
+    half = (high / 2 - low / 2).amax(dim=1)
+    if not (bool(torch.isfinite(centroid).all()) and
+            bool(torch.isfinite(half).all())):
+        raise ValueError('the coordinates are too large to normalise: their '
+                         'sums or extents overflow float64; rescale them')
     half = torch.where(half > 0, half, torch.ones_like(half))
     parent = h.parent
     has_parent = parent >= 0
     up = parent.clamp(min=0)
     pos = (centroid - centre[up]) / half[up, None]
     pos = torch.where(has_parent[:, None], pos, torch.zeros_like(pos))
-    return pos.clamp(-1, 1), centroid
+    return pos.clamp(-1, 1).to(dtype), centroid.to(dtype)
 
 
 def assemble(parent: Tensor, num_leaves: int, x: Optional[Tensor] = None,

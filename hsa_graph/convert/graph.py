@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..hierarchy import Hierarchy
 from ._common import (assemble, check_coordinates, check_features,
                       collapse_only_children, positive_int, relative_positions,
-                      split_wide_families)
+                      split_wide_families, stack_node_attribute)
 
 __all__ = ['hierarchy_from_graph', 'cluster_parent']
 
@@ -37,7 +37,7 @@ def _as_edges(graph: Union[nx.Graph, Data], x: Any, pos: Any
     if isinstance(graph, nx.Graph):
         nodes = list(graph.nodes)
         number = {node: i for i, node in enumerate(nodes)}
-        pairs = [(number[u], number[v], float(d.get('weight', 1.0)))
+        pairs = [(number[u], number[v], _weight(d.get('weight', 1.0), u, v))
                  for u, v, d in graph.edges(data=True)]
         if pairs:
             edges = torch.tensor(pairs, dtype=torch.float64)
@@ -46,9 +46,9 @@ def _as_edges(graph: Union[nx.Graph, Data], x: Any, pos: Any
             src = dst = torch.empty(0, dtype=torch.long)
             weight = torch.empty(0, dtype=torch.float64)
         if isinstance(x, str):
-            x = _node_attribute(graph, nodes, x)
+            x = stack_node_attribute(graph, nodes, x)
         if isinstance(pos, str):
-            pos = _node_attribute(graph, nodes, pos)
+            pos = stack_node_attribute(graph, nodes, pos)
         return len(nodes), src, dst, weight, x, pos, nodes
     if isinstance(graph, Data):
         num_nodes = graph.num_nodes
@@ -57,8 +57,25 @@ def _as_edges(graph: Union[nx.Graph, Data], x: Any, pos: Any
         edge_index = graph.edge_index
         if edge_index is None:
             edge_index = torch.empty(2, 0, dtype=torch.long)
+        if not isinstance(edge_index, Tensor):
+            raise TypeError(f'edge_index must be a tensor, got '
+                            f'{type(edge_index).__name__}')
+        if edge_index.is_floating_point() or edge_index.is_complex() or \
+                edge_index.dtype == torch.bool:
+            raise TypeError(f'edge_index must hold integer node ids, got '
+                            f'{edge_index.dtype} (a float edge_index is '
+                            f'usually a mix-up with edge_attr or pos)')
+        if edge_index.dim() != 2 or edge_index.size(0) != 2:
+            raise ValueError(f'edge_index must have shape [2, num_edges], got '
+                             f'{list(edge_index.shape)}')
         weight = getattr(graph, 'edge_weight', None)
         if weight is not None:
+            if not isinstance(weight, Tensor) or not (
+                    weight.is_floating_point() or weight.dtype in (
+                        torch.int8, torch.uint8, torch.int16, torch.int32,
+                        torch.int64)):
+                raise TypeError(f'edge_weight must be a real tensor, got '
+                                f'{getattr(weight, "dtype", type(weight))}')
             weight = weight.double().flatten()
         if isinstance(x, str):
             x = getattr(graph, x, None)
@@ -73,17 +90,12 @@ def _as_edges(graph: Union[nx.Graph, Data], x: Any, pos: Any
                      f'{type(graph).__name__}')
 
 
-def _node_attribute(graph: nx.Graph, nodes: list, name: str) -> Optional[Tensor]:
-    values = [graph.nodes[node].get(name) for node in nodes]
-    present = sum(value is not None for value in values)
-    if present == 0:
-        return None
-    if present < len(values):
-        missing = nodes[[value is None for value in values].index(True)]
-        raise ValueError(f"node attribute '{name}' is set on {present} of "
-                         f'{len(values)} nodes (missing on node {missing!r}); '
-                         f'set it on every node or on none')
-    return torch.stack([torch.as_tensor(value) for value in values])
+def _weight(value: Any, u: Any, v: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f'edge ({u!r}, {v!r}) has a non-numeric weight '
+                         f'{value!r}') from None
 
 
 def _clean_edges(num_nodes: int, src: Tensor, dst: Tensor,

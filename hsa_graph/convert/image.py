@@ -2,6 +2,7 @@ r"""Images to hierarchies: a quad-tree over square patches."""
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -14,8 +15,8 @@ from .point_cloud import octree_parent
 __all__ = ['from_image']
 
 
-def from_image(img: Tensor, patch_size: int = 4, pad: bool = False
-               ) -> Hierarchy:
+def from_image(img: Tensor, patch_size: int = 4, pad: bool = False,
+               channels_last: Optional[bool] = None) -> Hierarchy:
     r"""Converts an image into a quad-tree :class:`~hsa_graph.Hierarchy` of
     patches.
 
@@ -41,10 +42,19 @@ def from_image(img: Tensor, patch_size: int = 4, pad: bool = False
         pad (bool): zero-pad the bottom and right edges up to a multiple of
             :obj:`patch_size`; otherwise a size that is not a multiple raises.
             (default: :obj:`False`)
+        channels_last (bool, optional): :obj:`True` reads a ``[H, W, C]``
+            image (as from PIL, NumPy or matplotlib), :obj:`False` a
+            ``[C, H, W]`` one. :obj:`None` expects ``[C, H, W]`` and raises
+            on an image that looks channels-last: a last dimension of 1, 3
+            or 4 with a first dimension above 4 (a ``[32, 32, 3]`` image
+            would otherwise be read as 32 channels of 32 x 3 pixels).
+            (default: :obj:`None`)
 
     Raises:
-        ValueError: for an empty image, a wrong shape, NaN/inf pixels, or a
+        ValueError: for an empty image, a wrong shape, an image that looks
+            channels-last (with ``channels_last=None``), NaN/inf pixels, or a
             size that :obj:`patch_size` does not divide (with ``pad=False``).
+        TypeError: for a complex or non-numeric image.
 
     Shapes:
         - **input:** ``[C, H, W]``
@@ -57,9 +67,27 @@ def from_image(img: Tensor, patch_size: int = 4, pad: bool = False
         >>> h.num_leaves, h.height
         (64, 3)
     """
-    img = torch.as_tensor(img).detach().cpu()
+    try:
+        img = torch.as_tensor(img).detach().cpu()
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f'img must be a tensor or array of numbers, got '
+                        f'{type(img).__name__} ({error})') from None
+    if img.is_complex():
+        raise TypeError(f'img must be real, got {img.dtype}')
+    if channels_last not in (None, True, False):
+        raise ValueError(f'channels_last must be None, True or False, got '
+                         f'{channels_last!r}')
     if img.dim() == 2:
         img = img[None]
+    elif img.dim() == 3 and channels_last:
+        img = img.permute(2, 0, 1)
+    elif img.dim() == 3 and channels_last is None and \
+            img.size(-1) in (1, 3, 4) and img.size(0) > 4:
+        raise ValueError(
+            f'img of shape {list(img.shape)} looks channels-last [H, W, C] '
+            f'({img.size(-1)} channels); from_image expects [C, H, W]: pass '
+            f'img.permute(2, 0, 1) or channels_last=True (or '
+            f'channels_last=False if it really has {img.size(0)} channels)')
     if img.dim() != 3:
         raise ValueError(f'img must have shape [C, H, W] or [H, W], got '
                          f'{list(img.shape)}')

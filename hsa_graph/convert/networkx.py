@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ..hierarchy import Hierarchy
+from ._common import stack_node_attribute
 
 __all__ = ['from_networkx', 'to_networkx']
 
@@ -28,17 +29,31 @@ def _tree_problem(graph: nx.Graph) -> str:
     components = nx.number_connected_components(undirected)
     if components > 1:
         return f'it has {components} connected components (a forest)'
-    if graph.number_of_edges() != graph.number_of_nodes() - 1:
-        return (f'it has a cycle ({graph.number_of_edges()} edges for '
-                f'{graph.number_of_nodes()} nodes)')
     if graph.is_directed():
-        indegree = [n for n, d in graph.in_degree() if d > 1]
-        outdegree = [n for n, d in graph.out_degree() if d > 1]
-        return (f'its edges do not all point away from one root (node '
-                f'{indegree[0]!r} has several parents with edges parent -> '
-                f'child, and node {outdegree[0]!r} several with child -> '
-                f'parent)' if indegree and outdegree else
-                'its edge directions are inconsistent')
+        try:
+            cycle = [u for u, *_ in nx.find_cycle(graph)]
+        except nx.NetworkXNoCycle:
+            cycle = None
+        if cycle:
+            return f'it has a directed cycle through nodes {cycle[:10]}'
+        # Acyclic but not a tree: some node has several parents whichever
+        # way the edges are read (e.g. a diamond a -> b, a -> c, b -> d,
+        # c -> d), or the directions are mixed.
+        into = next(((n, list(graph.predecessors(n))) for n, d in
+                     graph.in_degree() if d > 1), None)
+        out = next(((n, list(graph.successors(n))) for n, d in
+                    graph.out_degree() if d > 1), None)
+        if into and out:
+            return (f'it is a directed acyclic graph in which node '
+                    f'{into[0]!r} has several parents {into[1][:5]} '
+                    f'reading edges as parent -> child, and node '
+                    f'{out[0]!r} several parents {out[1][:5]} reading them '
+                    f'as child -> parent')
+        return ('its edge directions are mixed: they neither all point '
+                'away from one root nor all towards it')
+    if graph.number_of_edges() != graph.number_of_nodes() - 1:
+        cycle = [u for u, *_ in nx.find_cycle(graph)]
+        return f'it has a cycle through nodes {cycle[:10]}'
     return 'it is not a tree'
 
 
@@ -47,18 +62,11 @@ def _stack_attribute(graph: nx.Graph, nodes: List[Hashable],
     names = [names] if isinstance(names, str) else list(names)
     columns = []
     for name in names:
-        values = [graph.nodes[node].get(name) for node in nodes]
-        present = sum(value is not None for value in values)
-        if present == 0:
+        column = stack_node_attribute(graph, nodes, name)
+        if column is None:
             if len(names) > 1:
                 raise ValueError(f"node attribute '{name}' is missing")
             return None
-        if present < len(values):
-            missing = nodes[[value is None for value in values].index(True)]
-            raise ValueError(f"node attribute '{name}' is set on {present} of "
-                             f'{len(values)} nodes (missing on {missing!r}); '
-                             f'set it on every node or on none')
-        column = torch.stack([torch.as_tensor(value) for value in values])
         columns.append(column.view(len(nodes), -1) if len(names) > 1
                        else column)
     return columns[0] if len(columns) == 1 else torch.cat(

@@ -8,6 +8,7 @@ points.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -209,15 +210,19 @@ def from_point_cloud(pos: Tensor, x: Optional[Tensor] = None,
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     num_points, dims = pos.shape
+    # Structure work in float64: float32 coordinates near 3e38 overflow
+    # their own extents (a bounding box of inf would put every point in one
+    # cell and normalise every position to 0).
+    coords = pos.double()
     if method == 'octree':
         bits = min(63 // dims, 31)
         if bits < 1:
             raise ValueError(f'the octree supports at most 63 dimensions, got '
                              f'{dims}; use method="kdtree"')
-        grid = quantize(pos, bits)
+        grid = quantize(coords, bits)
         parent = octree_parent(grid, bits, leaf_size)
     else:
-        parent = kdtree_parent(pos, leaf_size, branching)
+        parent = kdtree_parent(coords, leaf_size, branching)
     h = assemble(parent, num_points, x=x)
     h.pos, h.centroid = relative_positions(h, pos, num_points)
     return h
@@ -226,8 +231,12 @@ def from_point_cloud(pos: Tensor, x: Optional[Tensor] = None,
 def quantize(pos: Tensor, bits: int) -> Tensor:
     r"""Integer grid coordinates of :obj:`pos` in ``[0, 2**bits)`` over the
     bounding cube (one scale for every axis)."""
+    pos = pos.double()
     low = pos.amin(dim=0)
     side = float((pos.amax(dim=0) - low).max())
+    if not math.isfinite(side):
+        raise ValueError('the point cloud is too large to quantise: its '
+                         'extent overflows float64; rescale it')
     scale = (2**bits) / side if side > 0 else 0.0
-    grid = ((pos - low).double() * scale).floor().long()
+    grid = ((pos - low) * scale).floor().long()
     return grid.clamp_(0, 2**bits - 1)
