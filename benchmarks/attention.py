@@ -16,9 +16,10 @@ Examples:
   python benchmarks/attention.py --device cpu --out benchmarks/results/cpu.json
   python benchmarks/attention.py --device cuda --dtype bfloat16 --leaves 4096 65536 1048576
 
---allocator keep applies hsa_graph.keep_freed_memory() to every method's
-process alike (see docs/performance.md: with glibc's defaults, every tensor
-above 32 MB is page-faulted afresh).
+Allocator settings are the application's: set them in the environment
+(e.g. ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647``, see
+docs/performance.md); every case's process inherits them, and the JSON
+records them.
 
 Each CPU measurement runs in its own subprocess so that its peak resident
 memory (ru_maxrss) can be attributed to it; on CUDA, torch.cuda's peak memory
@@ -42,7 +43,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 from hsa_graph import (hsa_attention, hsa_attention_matrix,  # noqa
-                       keep_freed_memory, tree_layout)
+                       tree_layout)
 from hsa_graph.datasets.fake import balanced_parent, ragged_parent  # noqa
 from hsa_graph.hierarchy import Hierarchy  # noqa
 
@@ -64,10 +65,9 @@ def build_forest(leaves, branching, batch, ragged, seed=0):
 def family_flops(layout, heads, channels):
     # Per family of size b: logits b*b*C MACs, mixture b*b*C MACs -> 4 b^2 C.
     total = 0
-    for bucket in layout.buckets:
-        # Row 0 of the mask is finite on the first member's real siblings.
-        sizes = (bucket.sibling_mask[:, 0, 0] > -math.inf).sum(1).double() + 1
-        total += float((sizes**2).sum()) * 4 * channels * heads
+    for level in layout.levels:
+        sizes = level.real.view(level.num_families, -1).sum(1).double()
+        total += float((sizes[sizes > 1]**2).sum()) * 4 * channels * heads
     return total
 
 
@@ -252,18 +252,10 @@ def main():
     parser.add_argument('--max-math-bytes', type=float, default=8e9)
     parser.add_argument('--max-dense', type=int, default=1024)
     parser.add_argument('--threads', type=int, default=None)
-    parser.add_argument('--allocator', default='default',
-                        choices=['default', 'keep'],
-                        help="'keep': call hsa_graph.keep_freed_memory() "
-                             "first in every case's process (glibc keeps "
-                             "freed memory, so large tensors are not "
-                             "page-faulted afresh); applies to all methods")
     parser.add_argument('--out', default=None)
     parser.add_argument('--single', action='store_true',
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.allocator == 'keep':
-        keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -271,7 +263,6 @@ def main():
         (method, ) = args.methods
         result = measure(args, method, args.leaves[0], args.branching[0],
                          args.batch[0], args.shapes[0] == 'ragged')
-        result['allocator'] = args.allocator
         print('RESULT ' + json.dumps(result))
         return
 
@@ -303,7 +294,9 @@ def main():
     info = dict(device=args.device, torch=torch.__version__,
                 platform=platform.platform(), threads=torch.get_num_threads(),
                 heads=args.heads, channels=args.channels,
-                allocator=args.allocator, command=' '.join(sys.argv))
+                malloc_env={k: v for k, v in os.environ.items()
+                            if k.startswith('MALLOC_')},
+                command=' '.join(sys.argv))
     if args.device.startswith('cuda'):
         info['gpu'] = torch.cuda.get_device_name()
     if args.out:
@@ -328,7 +321,7 @@ def run_case(args, method, leaves, branching, batch, shape):
                '--branching', str(branching), '--batch', str(batch),
                '--shapes', shape, '--methods', method, '--warmup',
                str(args.warmup), '--reps', str(args.reps), '--budget',
-               str(args.budget), '--allocator', args.allocator]
+               str(args.budget)]
     if not args.backward:
         command.append('--no-backward')
     if args.threads:

@@ -6,8 +6,6 @@ r"""Every GPU check of hsa_graph in one script, for a few lent minutes on a GPU:
    torch.use_deterministic_algorithms(True);
 3. compile: zero graph breaks, and recompiles across different trees with
    dynamic=True;
-   bucketing: a ragged tree's step under CUDA's bucketing rule and under
-   the CPU's cost-based one (hsa_graph.layout.Bucketing), same inputs;
 4. benchmarks (bf16 and fp32, 8 heads x 64, branching 16, forward+backward):
    HSA eager / compiled / CUDA graphs against SDPA (Flash) and PyG layers.
 
@@ -135,50 +133,15 @@ def compile_checks():
         parent = ragged_parent(size, 8, torch.Generator().manual_seed(size))
         h = Hierarchy.from_parent(parent,
                                   x=torch.randn(parent.numel(), 32)).to(DEVICE)
-        # one code path for every tree: recompiles only per depth
-        layout = h.layout(compile_friendly=True)
+        layout = h.layout       # recompiles only per height
+
         out = compiled(h.x, h.edge_index, layout=layout)
         ref = conv(h.x, h.edge_index, layout=layout)
         errors.append(float((out - ref).abs().max()))
-    return {'graph_breaks': 0, 'layout': 'compile_friendly',
+    return {'graph_breaks': 0,
             'frames_compiled':
             dict(counts['stats']).get('unique_graphs', None),
             'max_err_compiled_vs_eager': max(errors)}
-
-
-@section('bucketing')
-def bucketing_ab():
-    from hsa_graph.layout import Bucketing, _build, parent_from_edge_index
-    on_gpu = DEVICE == 'cuda'
-    leaves = 65536 if on_gpu else 2048       # the CPU dry run stays short
-    dtype = torch.bfloat16 if on_gpu else torch.float32
-    tree = bench.build_forest(leaves, 16, 1, True)
-    parent = parent_from_edge_index(tree.edge_index, tree.num_nodes)
-    gen = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(tree.num_nodes, 8, 64, generator=gen).to(
-        DEVICE, dtype).requires_grad_() for _ in range(3))
-    grad = torch.randn_like(q)
-    report = dict(leaves=leaves, dtype=str(dtype))
-    for name, policy in (('cuda_rule', Bucketing()),
-                         ('cost_2000', Bucketing(2000.0))):
-        layout = _build(parent, tree.num_nodes, policy).to(DEVICE)
-
-        def step():
-            out = hsa_attention(q, k, v, layout=layout)
-            torch.autograd.grad(out, (q, k, v), grad)
-            if on_gpu:
-                torch.cuda.synchronize()
-        step()
-        step()
-        times = []
-        for _ in range(7):
-            start = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - start)
-        report[name] = dict(
-            median_ms=sorted(times)[3] * 1e3,
-            buckets=len((layout.aligned or layout).buckets))
-    return report
 
 
 def run_benchmarks(out_dir, short=False):
@@ -242,7 +205,6 @@ def main():
     print(torch.__version__, DEVICE, flush=True)
     parity()
     determinism()
-    bucketing_ab()
     if not args.short:
         compile_checks()
     with open(os.path.join(args.out, 'gpu_checks.json'), 'w') as f:

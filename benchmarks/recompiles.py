@@ -16,11 +16,11 @@ import sys
 
 import torch
 import torch._dynamo
-from torch_geometric.loader import DataLoader
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 from hsa_graph import Hierarchy, from_point_cloud  # noqa: E402
+from hsa_graph.loader import DataLoader  # noqa: E402
 from hsa_graph.testing import compiled_graph_counts  # noqa: E402
 
 DATA = os.environ.get('HSA_DATA', os.path.join(os.path.dirname(__file__), '..',
@@ -44,23 +44,22 @@ def text(name):
 
 
 def signature(layout):
-    r"""What the compiled graph specialises on: levels, buckets per level,
-    and the branches taken per level."""
-    return tuple((len(level.buckets), level.family_slot is None,
-                  level.leaf_kind, level.uniform_fanout)
+    r"""What the compiled graph specialises on: the number of levels and
+    the branches taken per level (leaves, inner nodes, families of one)."""
+    return tuple((level.has_leaves, level.has_inner, level.family_size == 1)
                  for level in layout.levels)
 
 
-def count(hierarchies, batches, batch_size, compile_friendly):
+def count(hierarchies, batches, batch_size):
     loader = DataLoader(hierarchies, batch_size=batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(0))
     chosen = [batch for _, batch in zip(range(batches), loader)]
-    kinds = {signature(batch.layout(compile_friendly=compile_friendly))
-             for batch in chosen}
-    graphs = compiled_graph_counts(chosen, compile_friendly, heads=4,
-                                   channels=16)
+    kinds = {signature(batch.layout) for batch in chosen}
+    heights = {batch.layout.num_levels for batch in chosen}
+    graphs = compiled_graph_counts(chosen, heads=4, channels=16)
     return dict(batches=len(graphs), graphs_after_each_batch=graphs,
                 distinct_structure_kinds=len(kinds),
+                distinct_heights=len(heights),
                 graphs=graphs[-1] if graphs else 0)
 
 
@@ -78,15 +77,13 @@ def main():
     for name in args.datasets:
         hierarchies = (furniture(int(name.split('-')[1]))
                        if name.startswith('furniture') else text(name))
-        for friendly in (False, True):
-            result = count(hierarchies, args.batches, args.batch_size,
-                           friendly)
-            results[f'{name}, compile_friendly={friendly}'] = result
-            print(f"{name:16s} compile_friendly={friendly!s:5s} "
-                  f"{result['batches']} batches of {args.batch_size}: "
-                  f"{result['distinct_structure_kinds']} structure kinds, "
-                  f"{result['graphs']} compiled graphs (after each batch: "
-                  f"{result['graphs_after_each_batch']})", flush=True)
+        result = count(hierarchies, args.batches, args.batch_size)
+        results[name] = result
+        print(f"{name:16s} {result['batches']} batches of "
+              f"{args.batch_size}: {result['distinct_heights']} heights, "
+              f"{result['distinct_structure_kinds']} structure kinds, "
+              f"{result['graphs']} compiled graphs (after each batch: "
+              f"{result['graphs_after_each_batch']})", flush=True)
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(dict(command=' '.join(sys.argv), torch=torch.__version__,

@@ -103,7 +103,7 @@ class HSASegmenter(nn.Module):
         self.head = nn.Linear(channels, num_classes)
 
     def forward(self, data) -> Tensor:
-        layout = tree_layout(data.edge_index, data.num_nodes)
+        layout = data.layout                 # built by the loader
         x = self.encoder(data.x, data.edge_index, pos=data.pos,
                          family_type=data.family_type, layout=layout)
         return self.head(x)  # every node; leaves are the points

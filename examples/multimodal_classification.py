@@ -43,7 +43,7 @@ from typing import Dict, List, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.loader import DataLoader
+from hsa_graph.loader import DataLoader
 from torch_geometric.utils import scatter
 from tqdm.auto import tqdm
 
@@ -194,7 +194,7 @@ class HSAMultimodal(nn.Module):
         self.head = nn.Linear(channels, num_classes)
 
     def forward(self, data) -> Tensor:
-        layout = tree_layout(data.edge_index, data.num_nodes)
+        layout = data.layout                 # built by the loader
         x = self.encoder(self.embed(data, layout.is_leaf), data.edge_index,
                          pos=data.pos, family_type=data.family_type,
                          node_type=data.node_type, layout=layout)
@@ -216,7 +216,7 @@ class LateFusion(nn.Module):
         self.head = nn.Linear(len(MODALITIES) * channels, num_classes)
 
     def forward(self, data) -> Tensor:
-        full_layout = tree_layout(data.edge_index, data.num_nodes)
+        full_layout = data.layout            # built by the loader
         x = self.embed(data, full_layout.is_leaf)
         # Cut the keyed roots off: each modality subtree becomes a tree.
         keep = data.family_type[data.edge_index[0]] != 0

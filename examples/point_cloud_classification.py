@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Data
-from torch_geometric.loader import DataLoader
+from hsa_graph.loader import DataLoader
 from torch_geometric.nn import TransformerConv
 from tqdm.auto import tqdm
 
@@ -103,7 +103,7 @@ class HSAPointClassifier(nn.Module):
         self.head = nn.Linear(2 * channels, num_classes)
 
     def forward(self, data) -> Tensor:
-        layout = tree_layout(data.edge_index, data.num_nodes)
+        layout = data.layout                 # built by the loader
         x = self.encoder(data.x, data.edge_index, pos=data.pos,
                          family_type=data.family_type, layout=layout)
         mean = leaf_mean_pool(x, layout, data.batch, data.num_graphs)

@@ -149,7 +149,7 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
 
     # Leaves keep their output; internal rows get the mean over their leaves.
     out_levels = _means(subtree_sums(
-        [torch.where(slot_mask(level.leaf, o), o, 0) if level.has_leaves
+        [o * slot_mask(level.leaf, o).to(o.dtype) if level.has_leaves
          else None for o, level in zip(out_levels, layout.levels)], layout),
         layout)
     return to_nodes(out_levels, layout).to(value.dtype)
@@ -294,9 +294,9 @@ def _stick_breaking(log_inner_mass: Tensor, log_sibling_mass: Optional[Tensor],
     sib = level.has_siblings
     stay = torch.exp(log_inner_mass - log_partition)
     if not include_self:                 # -phi = -inf: nothing stays inside
-        stay = torch.where(level.multi_leaf, stay, 0)
-    stay = torch.where(sib, stay, 1)
-    leave = torch.where(sib, torch.exp(log_sibling_mass - log_partition), 0)
+        stay = stay.masked_fill(~level.multi_leaf, 0)
+    stay = stay.masked_fill(~sib, 1)
+    leave = torch.exp(log_sibling_mass - log_partition).masked_fill(~sib, 0)
     return stay.unsqueeze(-1), leave.unsqueeze(-1)
 
 
@@ -313,8 +313,8 @@ def _self_logits(leaf_q: List[Optional[Tensor]],
             continue
         logit = (q * k).sum(-1) * scale
         if pos is not None:
-            logit = logit + torch.where(layout.levels[depth].leaf,
-                                        pos[depth].square().sum(-1), 0)
+            logit = logit + pos[depth].square().sum(-1).masked_fill(
+                ~layout.levels[depth].leaf, 0)
         logits.append(logit)
     return logits
 

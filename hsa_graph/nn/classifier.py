@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ..layout import tree_layout
+from ..layout import TreeLayout, tree_layout
 from .encoder import HSAEncoder
 from .pooling import leaf_mean_pool, pool_to_depth
 
@@ -65,8 +65,11 @@ class HierarchyClassifier(nn.Module):
         return x * is_token.to(x.dtype)
 
     def forward(self, data) -> Tensor:
-        num_nodes = data.num_nodes
-        layout = tree_layout(data.edge_index, num_nodes)
+        # The loader's layout (hsa_graph.loader.DataLoader), else one built
+        # here (one-off use).
+        layout = getattr(data, 'layout', None)
+        if not isinstance(layout, TreeLayout):
+            layout = tree_layout(data.edge_index, data.num_nodes)
         batch = getattr(data, 'batch', None)
         num_graphs = getattr(data, 'num_graphs', 1) if batch is not None \
             else 1
