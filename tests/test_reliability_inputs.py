@@ -9,7 +9,7 @@ import torch
 from torch_geometric.data import Data
 
 from hsa_graph import (Hierarchy, from_image, from_point_cloud,
-                       hierarchy_from_graph)
+                       hierarchy_from_graph, hsa_attention)
 from hsa_graph.transforms import ImageToHierarchy
 
 # -- Hierarchy.from_parent and validate ---------------------------------------
@@ -162,3 +162,51 @@ def test_long_cycle_is_rejected_quickly():
     with pytest.raises(ValueError, match='cycle'):
         Hierarchy.from_parent(parent)
     assert time.perf_counter() - start < 10
+
+
+# -- found by tests/test_fuzz_public_api.py -----------------------------------
+
+
+def test_patch_larger_than_the_image():
+    # With pad=True this used to allocate a 2**40 x 2**40 padded image.
+    with pytest.raises(ValueError, match='larger than the image'):
+        from_image(torch.zeros(1, 1), patch_size=2**40, pad=True)
+    assert from_image(torch.zeros(1, 3, 5), patch_size=5, pad=True
+                      ).num_leaves == 1
+
+
+def test_graph_num_nodes_and_pos_rows():
+    data = Data(edge_index=torch.tensor([[0], [0]]), num_nodes=-1)
+    with pytest.raises(ValueError, match='num_nodes must be a non-negative'):
+        hierarchy_from_graph(data)
+    data = Data(edge_index=torch.tensor([[0], [1]]), num_nodes=2)
+    # A 1-D pos with the wrong length was reshaped into a RuntimeError.
+    with pytest.raises(ValueError, match="'pos' has 1 rows for 2 nodes"):
+        hierarchy_from_graph(data, pos=torch.tensor([0.]))
+    h = hierarchy_from_graph(data, pos=[0., 1.])
+    assert h.pos.shape == (3, 1)
+
+
+def test_complex_coordinates_are_a_type_error():
+    # They were cast to real with a warning, dropping the imaginary part.
+    with pytest.raises(TypeError, match='real coordinates'):
+        from_point_cloud(torch.randn(4, 3, dtype=torch.complex64))
+    with pytest.raises(TypeError, match="'pos' must be a tensor or array"):
+        from_point_cloud([[1, 2], [3]])
+
+
+# -- found by tests/test_fuzz_public_api.py in code this issue does not own ----
+
+
+@pytest.mark.xfail(raises=RuntimeError, strict=True,
+                   reason='hsa_attention (core rewrite) crashes in a reshape '
+                          'on a value with 0 channels; reported to its owner')
+def test_attention_value_without_channels():
+    h = Hierarchy.from_parent([-1, 0, 0])
+    q = torch.randn(3, 1, 2)
+    try:
+        out = hsa_attention(q, q, torch.randn(3, 1, 0), h.edge_index)
+    except ValueError as error:
+        assert 'value' in str(error)
+    else:
+        assert out.shape == (3, 1, 0)

@@ -23,7 +23,13 @@ def check_coordinates(pos: Any, name: str = 'pos',
     :class:`ValueError` for empty input, a wrong shape, or NaN/inf values.
     (Converters do structure work on the CPU; move the resulting hierarchy,
     or a batch of them, with ``.to(device)``.)"""
-    pos = torch.as_tensor(pos).detach().cpu()
+    try:
+        pos = torch.as_tensor(pos).detach().cpu()
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"'{name}' must be a tensor or array of numbers, got "
+                        f'{type(pos).__name__} ({error})') from None
+    if pos.is_complex():
+        raise TypeError(f"'{name}' must be real coordinates, got {pos.dtype}")
     if pos.dim() != 2:
         raise ValueError(f"'{name}' must have shape [num_points, dims], got "
                          f'{list(pos.shape)}')
@@ -50,7 +56,11 @@ def check_features(x: Optional[Tensor], num_elements: int,
     r"""Checks that :obj:`x` has one row per input element."""
     if x is None:
         return None
-    x = torch.as_tensor(x).detach().cpu()
+    try:
+        x = torch.as_tensor(x).detach().cpu()
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"'{name}' must be a tensor or array, got "
+                        f'{type(x).__name__} ({error})') from None
     if x.dim() == 0 or x.size(0) != num_elements:
         rows = 'a scalar' if x.dim() == 0 else f'{x.size(0)} rows'
         raise ValueError(f"'{name}' has {rows} but the input has "

@@ -54,6 +54,10 @@ def _as_edges(graph: Union[nx.Graph, Data], x: Any, pos: Any
         num_nodes = graph.num_nodes
         if num_nodes is None:
             raise ValueError('the Data object has no num_nodes')
+        if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) \
+                or num_nodes < 0:
+            raise ValueError(f'num_nodes must be a non-negative integer, got '
+                             f'{num_nodes!r}')
         edge_index = graph.edge_index
         if edge_index is None:
             edge_index = torch.empty(2, 0, dtype=torch.long)
@@ -383,8 +387,12 @@ def hierarchy_from_graph(graph: Union[nx.Graph, Data], branching: int = 8,
     x = check_features(x if not isinstance(x, str) else None, num_nodes)
     coords = None
     if pos is not None and not isinstance(pos, str):
-        pos = torch.as_tensor(pos)
-        coords = check_coordinates(pos.view(num_nodes, -1) if pos.dim() == 1
+        try:
+            pos = torch.as_tensor(pos)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise TypeError(f"'pos' must be a tensor or array of numbers, "
+                            f'got {type(pos).__name__} ({error})') from None
+        coords = check_coordinates(pos.reshape(-1, 1) if pos.dim() == 1
                                    else pos)
         if coords.size(0) != num_nodes:
             raise ValueError(f"'pos' has {coords.size(0)} rows for "

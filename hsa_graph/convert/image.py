@@ -95,6 +95,9 @@ def from_image(img: Tensor, patch_size: int = 4, pad: bool = False,
     if img.numel() == 0:
         raise ValueError(f'img is empty (shape {list(img.shape)})')
     patch_size = positive_int(patch_size, 'patch_size')
+    if patch_size > max(height, width):
+        raise ValueError(f'patch_size={patch_size} is larger than the image '
+                         f'({height} x {width}); a patch must fit in it')
     if not img.is_floating_point():
         img = img.to(torch.get_default_dtype())
     if not bool(torch.isfinite(img).all()):
