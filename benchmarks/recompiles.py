@@ -45,9 +45,8 @@ def text(name):
 
 def signature(layout):
     r"""What the compiled graph specialises on: the number of levels and
-    the branches taken per level (leaves, inner nodes, families of one)."""
-    return tuple((level.has_leaves, level.has_inner, level.family_size == 1)
-                 for level in layout.levels)
+    which levels hold only families of one (no sibling step)."""
+    return tuple(level.family_size == 1 for level in layout.levels)
 
 
 def count(hierarchies, batches, batch_size):

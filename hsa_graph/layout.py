@@ -52,6 +52,11 @@ def _map_tensors(obj, fn):
 class LevelLayout:
     r"""One depth level of a forest as ``F`` families of ``B`` slots.
 
+    Which slots are leaves, inner nodes or padding is data (tensors), not
+    Python flags: the passes run the same operations on every level but the
+    deepest (which holds leaves only), so a compiled graph depends on the
+    tree's height alone.
+
     Every per-slot tensor has ``F * B`` entries; padding slots have
     :obj:`real`, :obj:`leaf`, :obj:`has_siblings` and :obj:`multi_leaf`
     false.
@@ -78,8 +83,6 @@ class LevelLayout:
         child_family (Tensor): ``[F * B]`` the family of each slot's children
             in the level below; ``F_below`` (one past the last family, a zero
             row) for leaves, padding and the deepest level.
-        has_leaves (bool): some slot is a leaf (input rows are gathered).
-        has_inner (bool): some slot has children.
     """
     node: Tensor
     leaf_node: Tensor
@@ -91,8 +94,6 @@ class LevelLayout:
     key_bias: Tensor
     parent_slot: Tensor
     child_family: Tensor
-    has_leaves: bool
-    has_inner: bool
 
     @property
     def num_families(self) -> int:
@@ -316,9 +317,7 @@ def _build(parent: Tensor) -> TreeLayout:
             has_siblings=per_slot(has_siblings, False),
             multi_leaf=count > 1,
             key_bias=key_bias.view(-1, 1, size),
-            parent_slot=info['parent_slot'], child_family=child_family,
-            has_leaves=bool(leaf.any()),
-            has_inner=bool((child_family < below).any())))
+            parent_slot=info['parent_slot'], child_family=child_family))
         level_start[nodes] = offset
         level_slots[nodes] = num_slots
         offset += num_slots

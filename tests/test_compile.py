@@ -34,3 +34,50 @@ def test_dynamic_compile_serves_new_batches_without_recompiling():
         graphs.append(counters['stats']['unique_graphs'])
     assert graphs[-1] == graphs[-2] == graphs[-3], graphs
     assert graphs[-1] <= 2, graphs
+
+
+def test_layer_compiles_once_per_height_over_loader_batches():
+    # torch.compile(fullgraph=True) of HSAConv forward+backward with the
+    # layout the loader carries: no graph break, and at most one graph per
+    # distinct tree height over 20 shuffled batches of ragged forests.
+    # Without duck shaping: with it, two level sizes that happen to be equal
+    # in the first batch share a symbol, and a later batch recompiles (4
+    # graphs for 2 heights here; docs/performance.md).
+    import torch.fx.experimental._config as shape_config
+    from hsa_graph.datasets.fake import FakeHierarchyDataset
+    from hsa_graph.loader import DataLoader
+    from hsa_graph.nn import HSAConv
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    conv = HSAConv(16, 8, heads=2)
+
+    def forward(x, edge_index, layout):
+        return conv(x, edge_index, layout=layout)
+
+    # aot_eager traces the backward too (as Inductor would), no codegen.
+    compiled = torch.compile(forward, fullgraph=True, dynamic=True,
+                             backend='aot_eager')
+
+    def step(run, x, edge_index, layout):
+        x = x.detach().requires_grad_()
+        return torch.autograd.grad(run(x, edge_index, layout).square().sum(),
+                                   x)[0]
+
+    loader = DataLoader(FakeHierarchyDataset(200, avg_num_leaves=40),
+                        batch_size=8, shuffle=True,
+                        generator=torch.Generator().manual_seed(0))
+    heights = set()
+    with shape_config.patch(use_duck_shape=False):
+        run_batches(compiled, forward, step, loader, heights)
+    assert counters['stats']['unique_graphs'] <= len(heights), (
+        counters['stats']['unique_graphs'], heights)
+
+
+def run_batches(compiled, forward, step, loader, heights):
+    for _, batch in zip(range(20), loader):
+        heights.add(batch.layout.num_levels)
+        torch.testing.assert_close(
+            step(compiled, batch.x, batch.edge_index, batch.layout),
+            step(forward, batch.x, batch.edge_index, batch.layout),
+            atol=1e-4, rtol=1e-3)

@@ -198,9 +198,6 @@ def test_complex_coordinates_are_a_type_error():
 # -- found by tests/test_fuzz_public_api.py in code this issue does not own ----
 
 
-@pytest.mark.xfail(raises=RuntimeError, strict=True,
-                   reason='hsa_attention (core rewrite) crashes in a reshape '
-                          'on a value with 0 channels; reported to its owner')
 def test_attention_value_without_channels():
     h = Hierarchy.from_parent([-1, 0, 0])
     q = torch.randn(3, 1, 2)

@@ -709,7 +709,7 @@ def flatten_hierarchy(hierarchy: Hierarchy) -> Hierarchy:
         raise ValueError('flatten_hierarchy takes a single hierarchy; '
                          'flatten before batching')
     num_nodes = hierarchy.num_nodes
-    layout = hierarchy.layout()
+    layout = hierarchy.layout
     if layout.num_trees != 1:
         raise ValueError(f'flatten_hierarchy takes a single tree, got a '
                          f'forest of {layout.num_trees}')

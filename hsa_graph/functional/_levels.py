@@ -43,14 +43,12 @@ def _read(x: Tensor, layout: TreeLayout, field: str,
 
 
 def read_leaves(x: Tensor, layout: TreeLayout,
-                dtype: torch.dtype) -> List[Optional[Tensor]]:
+                dtype: torch.dtype) -> List[Tensor]:
     r"""The leaf rows of ``x`` (``[N, H, *]``) at every level's slots,
-    ``[H, S, *]`` in :obj:`dtype`, zeros at inner and padding slots;
-    ``None`` for levels without leaves. Inner nodes' rows are never read."""
-    levels = [d for d, level in enumerate(layout.levels) if level.has_leaves]
-    rows = iter(_read(x.to(dtype), layout, 'leaf_node', levels))
-    return [next(rows) if level.has_leaves else None
-            for level in layout.levels]
+    ``[H, S, *]`` in :obj:`dtype`, zeros at inner and padding slots. Inner
+    nodes' rows are never read."""
+    return _read(x.to(dtype), layout, 'leaf_node',
+                 list(range(layout.num_levels)))
 
 
 def read_nodes(x: Tensor, layout: TreeLayout) -> List[Tensor]:
@@ -59,21 +57,19 @@ def read_nodes(x: Tensor, layout: TreeLayout) -> List[Tensor]:
     return _read(x, layout, 'node', list(range(layout.num_levels)))
 
 
-def subtree_sums(rows: List[Optional[Tensor]],
-                 layout: TreeLayout) -> List[Tensor]:
+def subtree_sums(rows: List[Tensor], layout: TreeLayout) -> List[Tensor]:
     r"""Bottom-up, per level ``[H, S, *]``: each slot's row of :obj:`rows`
     plus the sums of its children (:obj:`rows` must be zero where they are
-    not to be counted, as :func:`read_leaves` gives them; ``None`` is a
-    level of zeros). Sums over children are sums over the family
-    dimension: sorted and deterministic on every device."""
+    not to be counted, as :func:`read_leaves` gives them). Sums over
+    children are sums over the family dimension: sorted and deterministic
+    on every device."""
     sums: List[Optional[Tensor]] = [None] * layout.num_levels
     below: Optional[Tensor] = None    # [H, F_below + 1, *]: a zero row last
     for depth in range(layout.num_levels - 1, -1, -1):
         level = layout.levels[depth]
         total = rows[depth]
-        if level.has_inner:
-            children = below.index_select(1, level.child_family)
-            total = children if total is None else total + children
+        if below is not None:     # every level but the deepest (all leaves)
+            total = total + below.index_select(1, level.child_family)
         sums[depth] = total
         if depth > 0:
             below = family_sum(total, level)

@@ -143,15 +143,14 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
                     out_parent, reach_parent * _families(leave[depth], level),
                     _families(sibling_value[depth], level))
             reach, out = reach.flatten(1, 2), out.flatten(1, 2)
-        if include_self and level.has_leaves:     # theta_ii = reach(i)
+        if include_self:                          # theta_ii = reach(i)
             out = torch.addcmul(out, reach, leaf_v[depth])   # 0 off leaves
         out_levels.append(out)
 
     # Leaves keep their output; internal rows get the mean over their leaves.
     out_levels = _means(subtree_sums(
-        [o * slot_mask(level.leaf, o).to(o.dtype) if level.has_leaves
-         else None for o, level in zip(out_levels, layout.levels)], layout),
-        layout)
+        [o * slot_mask(level.leaf, o).to(o.dtype)
+         for o, level in zip(out_levels, layout.levels)], layout), layout)
     return to_nodes(out_levels, layout).to(value.dtype)
 
 
@@ -206,8 +205,10 @@ def hsa_log_partition(query: Tensor, key: Tensor,
 
 def _means(sums: List[Tensor], layout: TreeLayout) -> List[Tensor]:
     r"""Subtree sums -> means (leaves and padding are left as they are)."""
-    return [t / slot_mask(level.count, t).to(t.dtype) if level.has_inner
-            else t for t, level in zip(sums, layout.levels)]
+    last = layout.num_levels - 1           # the deepest level: leaves only
+    return [t / slot_mask(level.count, t).to(t.dtype) if depth < last
+            else t for depth, (t, level) in enumerate(zip(sums,
+                                                          layout.levels))]
 
 
 def _sibling_softmax(mean_q: Tensor, mean_k: Tensor, mean_v: Optional[Tensor],
@@ -242,7 +243,7 @@ def _sibling_softmax(mean_q: Tensor, mean_k: Tensor, mean_v: Optional[Tensor],
 
 
 def _free_energies(log_sibling_mass: List[Optional[Tensor]],
-                   self_logit: Optional[List[Optional[Tensor]]],
+                   self_logit: Optional[List[Tensor]],
                    layout: TreeLayout, heads: int, dtype: torch.dtype
                    ) -> Tuple[List[Tensor], List[Tensor]]:
     r"""Step 3, bottom-up, per level ``[H, S]``: ``-phi(A)`` (a leaf's self
@@ -262,7 +263,7 @@ def _free_energies(log_sibling_mass: List[Optional[Tensor]],
         level = layout.levels[depth]
         # Leaves read the zero family (and inner nodes a zero self logit).
         log_inner = self_logit[depth] if self_logit is not None else None
-        if level.has_inner:    # sum_B n(B) logZ(B) / n(A)
+        if below is not None:    # sum_B n(B) logZ(B) / n(A)
             children = below.index_select(1, level.child_family) / \
                 level.count.to(dtype)
             log_inner = children if log_inner is None else \
@@ -300,17 +301,14 @@ def _stick_breaking(log_inner_mass: Tensor, log_sibling_mass: Optional[Tensor],
     return stay.unsqueeze(-1), leave.unsqueeze(-1)
 
 
-def _self_logits(leaf_q: List[Optional[Tensor]],
-                 leaf_k: List[Optional[Tensor]],
+def _self_logits(leaf_q: List[Tensor],
+                 leaf_k: List[Tensor],
                  pos: Optional[List[Tensor]], layout: TreeLayout,
-                 scale: float) -> List[Optional[Tensor]]:
+                 scale: float) -> List[Tensor]:
     r"""``q_i . k_i / sqrt(d) + eps_i . eps_i`` per level, ``[H, S]``, 0 off
     the leaves."""
     logits = []
     for depth, (q, k) in enumerate(zip(leaf_q, leaf_k)):
-        if q is None:
-            logits.append(None)
-            continue
         logit = (q * k).sum(-1) * scale
         if pos is not None:
             logit = logit + pos[depth].square().sum(-1).masked_fill(
@@ -358,9 +356,11 @@ def _check_inputs(query: Tensor, key: Tensor, value: Optional[Tensor],
         raise ValueError(f'query and key need at least one head and one '
                          f'channel, got shape {list(query.shape)}')
     if value is not None and (value.dim() != 3 or
-                              value.shape[:2] != query.shape[:2]):
+                              value.shape[:2] != query.shape[:2] or
+                              value.size(2) == 0):
         raise ValueError(f'value must be [N, H, Cv] with the same N and H as '
-                         f'query {list(query.shape)}, got {list(value.shape)}')
+                         f'query {list(query.shape)} and Cv > 0, got '
+                         f'{list(value.shape)}')
     if pos is not None:
         num_nodes, heads = query.shape[:2]
         ok = (pos.dim() == 2 and pos.size(0) == num_nodes) or (
