@@ -24,6 +24,7 @@ from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from ..layout import MASKED, LevelLayout, TreeLayout, tree_layout
 from ._levels import (family_sum, from_parents, read_leaves, read_nodes,
@@ -221,25 +222,84 @@ def _sibling_softmax(mean_q: Tensor, mean_k: Tensor, mean_v: Optional[Tensor],
     if size == 1:
         return None, None
     heads = mean_q.size(0)
+    bias = level.key_bias.to(mean_q.dtype)             # (F, 1, B): log n(C)
+    if pos is not None:                                # + eps_A . eps_C
+        p = pos.reshape(-1, size, pos.size(-1))
+        bias = bias + torch.bmm(p, p.transpose(1, 2)).view(
+            -1, num_families, size, size)
 
-    def blocks(t: Tensor) -> Tensor:                    # (H * F, B, C)
-        return t.reshape(-1, size, t.size(-1))
+    def families(t: Tensor) -> Tensor:                 # (H, F, B, C)
+        return t.view(heads, num_families, size, t.size(-1))
 
-    logits = torch.bmm(blocks(mean_q), blocks(mean_k).transpose(1, 2))
-    bias = level.key_bias.to(logits.dtype)              # (F, 1, B): log n(C)
-    if pos is not None:
-        bias = bias + torch.bmm(blocks(pos), blocks(pos).transpose(1, 2)
-                                ).view(-1, num_families, size, size)
-    logits = torch.add(bias, logits.view(heads, num_families, size, size),
-                       alpha=scale)                     # (H, F, B, B)
-    logits.diagonal(0, -2, -1).fill_(MASKED)            # A is no sibling of A
-    log_sibling_mass = torch.logsumexp(logits, -1)      # (H, F, B)
-    if mean_v is None:
-        return log_sibling_mass.flatten(1), None
-    weights = torch.softmax(logits, -1).view(-1, size, size)
-    sibling_value = torch.bmm(weights, blocks(mean_v))  # (H * F, B, Cv)
-    return log_sibling_mass.flatten(1), sibling_value.view(heads, -1,
-                                                           mean_v.size(-1))
+    mass, mixed = _SiblingSoftmax.apply(
+        families(mean_q), families(mean_k),
+        None if mean_v is None else families(mean_v), bias, scale)
+    return mass.flatten(1), None if mixed is None else mixed.flatten(1, 2)
+
+
+def _sibling_logits(q: Tensor, k: Tensor, bias: Tensor,
+                    scale: float) -> Tensor:
+    r"""``[H, F, B, B]`` logits ``scale q.k + bias``, the diagonal masked."""
+    heads, families, size, channels = q.shape
+    logits = torch.bmm(q.reshape(-1, size, channels),
+                       k.reshape(-1, size, channels).transpose(1, 2))
+    logits = torch.add(bias, logits.view(heads, families, size, size),
+                       alpha=scale)
+    logits.diagonal(0, -2, -1).fill_(MASKED)           # A is no sibling of A
+    return logits
+
+
+class _SiblingSoftmax(torch.autograd.Function):
+    r"""Masked softmax among siblings: ``(logsumexp, softmax @ v)``. It saves
+    only its inputs and recomputes the ``[H, F, B, B]`` logits in backward:
+    autograd would keep the logits and the weights of every level."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, scale):
+        logits = _sibling_logits(q, k, bias, scale)
+        mass = torch.logsumexp(logits, -1)                  # (H, F, B)
+        mixed = None
+        if v is not None:                     # weights in the logits' buffer
+            weights = logits.sub_(mass.unsqueeze(-1)).exp_()
+            size = q.size(2)
+            mixed = torch.bmm(weights.view(-1, size, size),
+                              v.reshape(-1, size, v.size(-1))).view(
+                                  v.shape)
+        ctx.save_for_backward(q, k, v, bias, mass)
+        ctx.scale = scale
+        return mass, mixed
+
+    @staticmethod
+    @once_differentiable            # double backward raises a clear error
+    def backward(ctx, grad_mass, grad_mixed):
+        q, k, v, bias, mass = ctx.saved_tensors
+        size = q.size(2)
+        weights = _sibling_logits(q, k, bias, ctx.scale).sub_(
+            mass.unsqueeze(-1)).exp_()                      # (H, F, B, B)
+        flat = weights.view(-1, size, size)
+        grad_v = grad_logits = None
+        if grad_mixed is not None:
+            g = grad_mixed.reshape(-1, size, grad_mixed.size(-1))
+            grad_v = torch.bmm(flat.transpose(1, 2), g).view(v.shape)
+            grad_weights = torch.bmm(g, v.reshape(-1, size, v.size(-1))
+                                     .transpose(1, 2)).view(weights.shape)
+            grad_logits = torch._softmax_backward_data(
+                grad_weights, weights, -1, weights.dtype)
+        if grad_mass is not None:                # d logsumexp = softmax
+            grad_logits = weights * grad_mass.unsqueeze(-1) \
+                if grad_logits is None else torch.addcmul(
+                    grad_logits, weights, grad_mass.unsqueeze(-1))
+        if grad_logits is None:
+            return None, None, grad_v, None, None
+        grad_bias = grad_logits.sum_to_size(bias.shape) \
+            if ctx.needs_input_grad[3] else None
+        grad_logits = (grad_logits * ctx.scale).view(-1, size, size)
+        channels = q.size(-1)
+        grad_q = torch.bmm(grad_logits, k.reshape(-1, size, channels))
+        grad_k = torch.bmm(grad_logits.transpose(1, 2),
+                           q.reshape(-1, size, channels))
+        return (grad_q.view(q.shape), grad_k.view(k.shape), grad_v,
+                grad_bias, None)
 
 
 def _free_energies(log_sibling_mass: List[Optional[Tensor]],
