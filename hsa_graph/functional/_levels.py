@@ -7,7 +7,7 @@ level's ``S = F * B`` slots), so a level's families are the free view
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -21,40 +21,87 @@ def slot_mask(mask: Tensor, like: Tensor) -> Tensor:
     return mask.view((1, -1) + (1, ) * (like.dim() - 2))
 
 
-def _read(x: Tensor, layout: TreeLayout, field: str,
-          levels: List[int]) -> List[Tensor]:
-    r"""The rows of ``x`` (``[N, H, *]``) at the slots of :obj:`levels`,
-    each ``[H, S, *]``, in one gather: ``x`` is read as ``[N * H + 1, *]``
-    rows (the last one zero, read by slots whose :obj:`field` is ``N``) in
-    level, head, slot order, so that every level comes out contiguous."""
-    num_nodes, heads = x.size(0), x.size(1)
-    rows = x.reshape(num_nodes * heads, -1)
-    rows = torch.cat([rows, rows.new_zeros(1, rows.size(1))])
-    head = torch.arange(heads, device=x.device).unsqueeze(1)      # (H, 1)
-    index = []
-    for depth in levels:
-        node = getattr(layout.levels[depth], field).unsqueeze(0)  # (1, S)
-        index.append(torch.where(node < num_nodes, node * heads + head,
-                                 num_nodes * heads).flatten())
-    flat = rows.index_select(0, torch.cat(index))
-    sizes = [layout.levels[d].node.size(0) * heads for d in levels]
-    return [t.view((heads, -1) + x.shape[2:])
-            for t in flat.split(sizes)]
+class Rows(NamedTuple):
+    r"""Where each row moves between node order (``[N * H, *]``) and the
+    levels' slots laid end to end (``[H, S]`` per level), for ``H`` heads:
+    indices with ``-1`` clamped to 0 and a mask of those entries (zero rows).
+    Built once per call and shared by every tensor moved."""
+    leaf_index: Tensor      # slot -> node row of a leaf
+    leaf_unread: Tensor     # slot reads no leaf (inner node or padding)
+    node_index: Tensor      # slot -> node row
+    padding: Tensor         # slot holds no node
+    slot_index: Tensor      # node row -> slot
+    inner_rows: Tensor      # node row of an inner node (not a leaf)
 
 
-def read_leaves(x: Tensor, layout: TreeLayout,
-                dtype: torch.dtype) -> List[Tensor]:
+def level_rows(layout: TreeLayout, heads: int) -> Rows:
+    r"""The :class:`Rows` of :obj:`layout` for :obj:`heads` heads."""
+    head = torch.arange(heads, device=layout.device).unsqueeze(1)  # (H, 1)
+    missing_row = layout.num_nodes * heads     # what slot index N maps to
+    slots = []
+    for field in ('leaf_node', 'node'):
+        index = torch.cat([(getattr(level, field) * heads + head).flatten()
+                           for level in layout.levels])
+        missing = index >= missing_row
+        slots += [index.masked_fill_(missing, 0), missing]
+    head = head.squeeze(1)
+    slot_index = ((layout.node_level_start * heads + layout.node_slot)
+                  .unsqueeze(1) + head * layout.node_level_slots.unsqueeze(1)
+                  ).flatten()
+    inner_rows = (~layout.is_leaf).repeat_interleave(heads)
+    return Rows(*slots, slot_index, inner_rows)
+
+
+class _Move(torch.autograd.Function):
+    r"""``out[p] = src[index[p]]``, a zero row where ``zero[p]``, whose
+    backward is the inverse move, a gather too (each row of :obj:`src` is
+    read at most once; ``inverse`` says where). Autograd's gather backward
+    would zero-fill a source-sized tensor and scatter-add into it (atomics
+    on a GPU)."""
+
+    @staticmethod
+    def forward(ctx, src, index, zero, inverse, inverse_zero):
+        ctx.save_for_backward(index, zero, inverse, inverse_zero)
+        out = src.index_select(0, index)
+        return out.masked_fill_(zero.view((-1, ) + (1, ) * (out.dim() - 1)),
+                                0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        index, zero, inverse, inverse_zero = ctx.saved_tensors
+        return (_Move.apply(grad, inverse, inverse_zero, index, zero),
+                None, None, None, None)
+
+
+def _read(x: Tensor, layout: TreeLayout, rows: Rows,
+          leaves_only: bool) -> List[Tensor]:
+    r"""The rows of ``x`` (``[N, H, *]``) at every level's slots, each
+    ``[H, S, *]``, in one move: every level comes out contiguous."""
+    heads = x.size(1)
+    move = (rows.leaf_index, rows.leaf_unread, rows.slot_index,
+            rows.inner_rows) if leaves_only else \
+        (rows.node_index, rows.padding, rows.slot_index,
+         torch.zeros_like(rows.inner_rows))
+    flat = _Move.apply(x.reshape(x.size(0) * heads, -1), *move)
+    sizes = [level.node.size(0) * heads for level in layout.levels]
+    return [t.view((heads, -1) + x.shape[2:]) for t in flat.split(sizes)]
+
+
+def read_leaves(x: Tensor, layout: TreeLayout, dtype: torch.dtype,
+                rows: Optional[Rows] = None) -> List[Tensor]:
     r"""The leaf rows of ``x`` (``[N, H, *]``) at every level's slots,
     ``[H, S, *]`` in :obj:`dtype`, zeros at inner and padding slots. Inner
     nodes' rows are never read."""
-    return _read(x.to(dtype), layout, 'leaf_node',
-                 list(range(layout.num_levels)))
+    rows = rows or level_rows(layout, x.size(1))
+    return _read(x.to(dtype), layout, rows, leaves_only=True)
 
 
-def read_nodes(x: Tensor, layout: TreeLayout) -> List[Tensor]:
+def read_nodes(x: Tensor, layout: TreeLayout,
+               rows: Optional[Rows] = None) -> List[Tensor]:
     r"""The rows of ``x`` (``[N, H, *]``) at every level's slots,
     ``[H, S, *]`` (zeros on padding)."""
-    return _read(x, layout, 'node', list(range(layout.num_levels)))
+    rows = rows or level_rows(layout, x.size(1))
+    return _read(x, layout, rows, leaves_only=False)
 
 
 def subtree_sums(rows: List[Tensor], layout: TreeLayout) -> List[Tensor]:
@@ -89,13 +136,14 @@ def from_parents(t: Tensor, level: LevelLayout) -> Tensor:
     return t.index_select(1, level.parent_slot).unsqueeze(2)
 
 
-def to_nodes(levels: List[Tensor], layout: TreeLayout) -> Tensor:
-    r"""Per-level ``[H, S, *]`` -> ``[N, H, *]`` in node order (one gather
+def to_nodes(levels: List[Tensor], layout: TreeLayout,
+             rows: Optional[Rows] = None) -> Tensor:
+    r"""Per-level ``[H, S, *]`` -> ``[N, H, *]`` in node order (one move
     from the levels laid end to end)."""
     heads = levels[0].size(0)
+    rows = rows or level_rows(layout, heads)
     flat = torch.cat([t.reshape(-1, *t.shape[2:]) for t in levels])
-    head = torch.arange(heads, device=flat.device)
-    index = (layout.node_level_start * heads + layout.node_slot).unsqueeze(1) \
-        + head * layout.node_level_slots.unsqueeze(1)              # (N, H)
-    return flat.index_select(0, index.flatten()).view(
-        (-1, heads) + levels[0].shape[2:])
+    out = _Move.apply(flat, rows.slot_index,
+                      torch.zeros_like(rows.inner_rows), rows.node_index,
+                      rows.padding)
+    return out.view((-1, heads) + levels[0].shape[2:])

@@ -26,9 +26,9 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ..layout import MASKED, LevelLayout, TreeLayout, tree_layout
-from ._levels import (family_sum, from_parents, read_leaves, read_nodes,
-                      slot_mask, subtree_sums, to_nodes)
+from ..layout import LevelLayout, TreeLayout, tree_layout
+from ._levels import (family_sum, from_parents, level_rows, read_leaves,
+                      read_nodes, slot_mask, subtree_sums, to_nodes)
 
 __all__ = ['hsa_attention', 'hsa_log_partition']
 
@@ -98,11 +98,13 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
                                   else pos).to(dtype)       # (N, H|1, P)
 
     # 1. up: mean query, key and value of the leaves below every slot.
-    leaf_q, leaf_k, leaf_v = (read_leaves(t, layout, dtype)   # (H, S, C)
+    rows = level_rows(layout, heads)   # node rows <-> level slots, per head
+    leaf_q, leaf_k, leaf_v = (read_leaves(t, layout, dtype, rows)  # (H, S, C)
                               for t in (query, key, value))
     mean_q, mean_k, mean_v = (_means(subtree_sums(rows, layout), layout)
                               for rows in (leaf_q, leaf_k, leaf_v))
-    pos_levels = None if p is None else read_nodes(p, layout)
+    pos_levels = None if p is None else read_nodes(
+        p, layout, rows if p.size(1) == heads else None)
 
     # 2. families: sibling softmax (-eta) and sibling mixture (vt).
     log_sibling_mass, sibling_value = [], []
@@ -152,7 +154,7 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
     out_levels = _means(subtree_sums(
         [o * slot_mask(level.leaf, o).to(o.dtype)
          for o, level in zip(out_levels, layout.levels)], layout), layout)
-    return to_nodes(out_levels, layout).to(value.dtype)
+    return to_nodes(out_levels, layout, rows).to(value.dtype)
 
 
 def hsa_log_partition(query: Tensor, key: Tensor,
@@ -231,13 +233,14 @@ def _sibling_softmax(mean_q: Tensor, mean_k: Tensor, mean_v: Optional[Tensor],
     def families(t: Tensor) -> Tensor:                 # (H, F, B, C)
         return t.view(heads, num_families, size, t.size(-1))
 
+    itself = torch.eye(size, dtype=torch.bool, device=bias.device)
     mass, mixed = _SiblingSoftmax.apply(
         families(mean_q), families(mean_k),
-        None if mean_v is None else families(mean_v), bias, scale)
+        None if mean_v is None else families(mean_v), bias, itself, scale)
     return mass.flatten(1), None if mixed is None else mixed.flatten(1, 2)
 
 
-def _sibling_logits(q: Tensor, k: Tensor, bias: Tensor,
+def _sibling_logits(q: Tensor, k: Tensor, bias: Tensor, itself: Tensor,
                     scale: float) -> Tensor:
     r"""``[H, F, B, B]`` logits ``scale q.k + bias``, the diagonal masked."""
     heads, families, size, channels = q.shape
@@ -245,8 +248,9 @@ def _sibling_logits(q: Tensor, k: Tensor, bias: Tensor,
                        k.reshape(-1, size, channels).transpose(1, 2))
     logits = torch.add(bias, logits.view(heads, families, size, size),
                        alpha=scale)
-    logits.diagonal(0, -2, -1).fill_(MASKED)           # A is no sibling of A
-    return logits
+    # A is no sibling of A. -1e30 is layout.MASKED, written out: a global
+    # read inside an autograd.Function trips dynamo (torch 2.13).
+    return logits.masked_fill_(itself, -1e30)
 
 
 class _SiblingSoftmax(torch.autograd.Function):
@@ -255,8 +259,8 @@ class _SiblingSoftmax(torch.autograd.Function):
     autograd would keep the logits and the weights of every level."""
 
     @staticmethod
-    def forward(ctx, q, k, v, bias, scale):
-        logits = _sibling_logits(q, k, bias, scale)
+    def forward(ctx, q, k, v, bias, itself, scale):
+        logits = _sibling_logits(q, k, bias, itself, scale)
         mass = torch.logsumexp(logits, -1)                  # (H, F, B)
         mixed = None
         if v is not None:                     # weights in the logits' buffer
@@ -265,16 +269,16 @@ class _SiblingSoftmax(torch.autograd.Function):
             mixed = torch.bmm(weights.view(-1, size, size),
                               v.reshape(-1, size, v.size(-1))).view(
                                   v.shape)
-        ctx.save_for_backward(q, k, v, bias, mass)
+        ctx.save_for_backward(q, k, v, bias, itself, mass)
         ctx.scale = scale
         return mass, mixed
 
     @staticmethod
     @once_differentiable            # double backward raises a clear error
     def backward(ctx, grad_mass, grad_mixed):
-        q, k, v, bias, mass = ctx.saved_tensors
+        q, k, v, bias, itself, mass = ctx.saved_tensors
         size = q.size(2)
-        weights = _sibling_logits(q, k, bias, ctx.scale).sub_(
+        weights = _sibling_logits(q, k, bias, itself, ctx.scale).sub_(
             mass.unsqueeze(-1)).exp_()                      # (H, F, B, B)
         flat = weights.view(-1, size, size)
         grad_v = grad_logits = None
@@ -290,7 +294,7 @@ class _SiblingSoftmax(torch.autograd.Function):
                 if grad_logits is None else torch.addcmul(
                     grad_logits, weights, grad_mass.unsqueeze(-1))
         if grad_logits is None:
-            return None, None, grad_v, None, None
+            return None, None, grad_v, None, None, None
         grad_bias = grad_logits.sum_to_size(bias.shape) \
             if ctx.needs_input_grad[3] else None
         grad_logits = (grad_logits * ctx.scale).view(-1, size, size)
@@ -299,7 +303,7 @@ class _SiblingSoftmax(torch.autograd.Function):
         grad_k = torch.bmm(grad_logits.transpose(1, 2),
                            q.reshape(-1, size, channels))
         return (grad_q.view(q.shape), grad_k.view(k.shape), grad_v,
-                grad_bias, None)
+                grad_bias, None, None)
 
 
 def _free_energies(log_sibling_mass: List[Optional[Tensor]],
