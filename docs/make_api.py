@@ -10,7 +10,8 @@ import re
 
 MODULES = ['hsa_graph', 'hsa_graph.nn', 'hsa_graph.convert',
            'hsa_graph.datasets', 'hsa_graph.zero_shot', 'hsa_graph.transforms',
-           'hsa_graph.plot', 'hsa_graph.testing', 'hsa_graph.layout']
+           'hsa_graph.plot', 'hsa_graph.testing', 'hsa_graph.layout',
+           'hsa_graph.loader']
 
 
 def public_names(module):
