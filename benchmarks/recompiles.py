@@ -68,10 +68,16 @@ def main():
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--datasets', nargs='+',
                         default=['furniture-1024', '20newsgroups', 'clothing'])
+    parser.add_argument('--duck-shape', action='store_true',
+                        help="keep PyTorch's duck shaping (equal sizes in the "
+                        'first batch share a symbol)')
     parser.add_argument('--out', default=None)
     args = parser.parse_args()
     torch._dynamo.config.cache_size_limit = max(
         64, torch._dynamo.config.cache_size_limit)
+    if not args.duck_shape:     # see docs/concepts.md
+        import torch.fx.experimental._config as shape_config
+        shape_config.use_duck_shape = False
     results = {}
     for name in args.datasets:
         hierarchies = (furniture(int(name.split('-')[1]))
@@ -86,7 +92,8 @@ def main():
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(dict(command=' '.join(sys.argv), torch=torch.__version__,
-                           results=results), f, indent=1)
+                           duck_shape=args.duck_shape, results=results), f,
+                      indent=1)
         print('wrote', args.out)
 
 

@@ -316,3 +316,25 @@ def test_bad_inputs_raise():
         hsa_attention(q, k, v, torch.tensor([[1, 2], [2, 1]]))
     with pytest.raises(ValueError, match='2 parents'):
         hsa_attention(q, k, v, torch.tensor([[1, 1], [0, 2]]))
+
+
+def test_deterministic_mode_runs_and_repeats_bitwise():
+    # Sums over children are sums over family blocks and moves are gathers:
+    # nothing needs a scatter with colliding atomics, so deterministic mode
+    # has every operation it asks for (on CPU here; issue 17 checks CUDA).
+    h = Hierarchy.from_parent(random_parent(60, torch.Generator()
+                                            .manual_seed(1)))
+    q, k, v = (t.requires_grad_() for t in qkv(h.num_nodes,
+                                               dtype=torch.float32))
+    pos = torch.randn(h.num_nodes, 3, requires_grad=True)
+    torch.use_deterministic_algorithms(True)
+    try:
+        runs = []
+        for _ in range(2):
+            out = hsa_attention(q, k, v, h.edge_index, pos=pos)
+            runs.append([out] + list(torch.autograd.grad(
+                out.square().sum(), (q, k, v, pos))))
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for first, second in zip(*runs):
+        assert torch.equal(first, second)

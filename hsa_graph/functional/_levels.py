@@ -114,20 +114,30 @@ def subtree_sums(rows: List[Tensor], layout: TreeLayout) -> List[Tensor]:
     below: Optional[Tensor] = None    # [H, F_below + 1, *]: a zero row last
     for depth in range(layout.num_levels - 1, -1, -1):
         level = layout.levels[depth]
-        total = rows[depth]
+        shape = (level.num_families, level.family_size)
+        # (H, F, B, *): the family sum's backward (an expand) then adds to
+        # the level's other gradients directly; through a [H, S, *] view
+        # autograd would first copy it.
+        total = rows[depth].unflatten(1, shape)
         if below is not None:     # every level but the deepest (all leaves)
-            total = total + below.index_select(1, level.child_family)
-        sums[depth] = total
+            total = total + below.index_select(1, level.child_family
+                                               ).unflatten(1, shape)
+        sums[depth] = total.flatten(1, 2)
         if depth > 0:
-            below = family_sum(total, level)
+            below = _pad_family(total.sum(2))
     return sums
 
 
 def family_sum(t: Tensor, level: LevelLayout) -> Tensor:
     r"""``[H, S, *]`` -> ``[H, F + 1, *]``: each family's sum over its
     members, and a zero row last (the "no children" family)."""
-    sums = t.unflatten(1, (level.num_families, level.family_size)).sum(2)
-    return F.pad(sums, (0, 0) * (t.dim() - 2) + (0, 1))
+    return _pad_family(t.unflatten(1, (level.num_families,
+                                       level.family_size)).sum(2))
+
+
+def _pad_family(sums: Tensor) -> Tensor:
+    r"""``[H, F, *]`` -> ``[H, F + 1, *]`` with a zero row last."""
+    return F.pad(sums, (0, 0) * (sums.dim() - 2) + (0, 1))
 
 
 def from_parents(t: Tensor, level: LevelLayout) -> Tensor:
