@@ -5,7 +5,7 @@ import pytest
 
 MODULES = ['hsa_graph', 'hsa_graph.nn', 'hsa_graph.convert',
            'hsa_graph.datasets', 'hsa_graph.zero_shot', 'hsa_graph.testing',
-           'hsa_graph.layout', 'hsa_graph.functional']
+           'hsa_graph.layout', 'hsa_graph.functional', 'hsa_graph.loader']
 
 
 @pytest.mark.parametrize('name', MODULES)

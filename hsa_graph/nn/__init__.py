@@ -1,12 +1,12 @@
 r"""Neural-network layers built on HSA."""
-from .conv import HSAConv
+from .conv import AttentionWeights, HSAConv
 from .positional import (FamilyPositionEncoder, FourierPositionEncoder,
                          KeyPositionEncoder)
 from .encoder import HSAEncoderLayer, HSAEncoder
 from .pooling import leaf_mean_pool, pool_to_depth
 from .classifier import HierarchyClassifier
 
-__all__ = ['HSAConv']
+__all__ = ['HSAConv', 'AttentionWeights']
 __all__ += ['HSAEncoderLayer', 'HSAEncoder', 'FamilyPositionEncoder',
             'FourierPositionEncoder', 'KeyPositionEncoder', 'leaf_mean_pool',
             'pool_to_depth', 'HierarchyClassifier']
