@@ -255,31 +255,32 @@ def _sibling_logits(q: Tensor, k: Tensor, bias: Tensor, itself: Tensor,
 
 class _SiblingSoftmax(torch.autograd.Function):
     r"""Masked softmax among siblings: ``(logsumexp, softmax @ v)``. It saves
-    only its inputs and recomputes the ``[H, F, B, B]`` logits in backward:
-    autograd would keep the logits and the weights of every level."""
+    the ``[H, F, B, B]`` weights alone (written over the logits): autograd
+    would also keep the logits, and logsumexp's and the bias's copies."""
 
     @staticmethod
     def forward(ctx, q, k, v, bias, itself, scale):
         logits = _sibling_logits(q, k, bias, itself, scale)
-        mass = torch.logsumexp(logits, -1)                  # (H, F, B)
+        top = logits.amax(-1, keepdim=True)
+        weights = logits.sub_(top).exp_()                  # (H, F, B, B)
+        total = weights.sum(-1, keepdim=True)
+        weights.div_(total)
+        mass = (top + total.log()).squeeze(-1)             # logsumexp
         mixed = None
-        if v is not None:                     # weights in the logits' buffer
-            weights = logits.sub_(mass.unsqueeze(-1)).exp_()
+        if v is not None:
             size = q.size(2)
             mixed = torch.bmm(weights.view(-1, size, size),
-                              v.reshape(-1, size, v.size(-1))).view(
-                                  v.shape)
-        ctx.save_for_backward(q, k, v, bias, itself, mass)
+                              v.reshape(-1, size, v.size(-1))).view(v.shape)
+        ctx.save_for_backward(q, k, v, weights)
         ctx.scale = scale
+        ctx.bias_shape = bias.shape
         return mass, mixed
 
     @staticmethod
     @once_differentiable            # double backward raises a clear error
     def backward(ctx, grad_mass, grad_mixed):
-        q, k, v, bias, itself, mass = ctx.saved_tensors
+        q, k, v, weights = ctx.saved_tensors
         size = q.size(2)
-        weights = _sibling_logits(q, k, bias, itself, ctx.scale).sub_(
-            mass.unsqueeze(-1)).exp_()                      # (H, F, B, B)
         flat = weights.view(-1, size, size)
         grad_v = grad_logits = None
         if grad_mixed is not None:
@@ -291,11 +292,11 @@ class _SiblingSoftmax(torch.autograd.Function):
                 grad_weights, weights, -1, weights.dtype)
         if grad_mass is not None:                # d logsumexp = softmax
             grad_logits = weights * grad_mass.unsqueeze(-1) \
-                if grad_logits is None else torch.addcmul(
-                    grad_logits, weights, grad_mass.unsqueeze(-1))
+                if grad_logits is None else grad_logits.addcmul_(
+                    weights, grad_mass.unsqueeze(-1))
         if grad_logits is None:
             return None, None, grad_v, None, None, None
-        grad_bias = grad_logits.sum_to_size(bias.shape) \
+        grad_bias = grad_logits.sum_to_size(ctx.bias_shape) \
             if ctx.needs_input_grad[3] else None
         grad_logits = (grad_logits * ctx.scale).view(-1, size, size)
         channels = q.size(-1)
