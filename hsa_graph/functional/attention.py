@@ -101,8 +101,8 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
     rows = level_rows(layout, heads)   # node rows <-> level slots, per head
     leaf_q, leaf_k, leaf_v = (read_leaves(t, layout, dtype, rows)  # (H, S, C)
                               for t in (query, key, value))
-    mean_q, mean_k, mean_v = (_means(subtree_sums(rows, layout), layout)
-                              for rows in (leaf_q, leaf_k, leaf_v))
+    mean_q, mean_k, mean_v = (_means(subtree_sums(leaf, layout), layout)
+                              for leaf in (leaf_q, leaf_k, leaf_v))
     pos_levels = None if p is None else read_nodes(
         p, layout, rows if p.size(1) == heads else None)
 
@@ -186,8 +186,8 @@ def hsa_log_partition(query: Tensor, key: Tensor,
     p = None if pos is None else (pos.unsqueeze(1) if pos.dim() == 2
                                   else pos).to(dtype)
     leaf_q, leaf_k = (read_leaves(t, layout, dtype) for t in (query, key))
-    mean_q, mean_k = (_means(subtree_sums(rows, layout), layout)
-                      for rows in (leaf_q, leaf_k))
+    mean_q, mean_k = (_means(subtree_sums(leaf, layout), layout)
+                      for leaf in (leaf_q, leaf_k))
     pos_levels = None if p is None else read_nodes(p, layout)
     log_sibling_mass = [
         _sibling_softmax(mean_q[d], mean_k[d], None,
