@@ -80,9 +80,6 @@ class LevelLayout:
             O(B^2). (float64, so that float64 inputs get it exactly.)
         parent_slot (Tensor): ``[F]`` each family's parent slot in the level
             above (empty for level 0).
-        child_family (Tensor): ``[F * B]`` the family of each slot's children
-            in the level below; ``F_below`` (one past the last family, a zero
-            row) for leaves, padding and the deepest level.
     """
     node: Tensor
     leaf_node: Tensor
@@ -93,7 +90,6 @@ class LevelLayout:
     multi_leaf: Tensor
     key_bias: Tensor
     parent_slot: Tensor
-    child_family: Tensor
 
     @property
     def num_families(self) -> int:
@@ -301,11 +297,6 @@ def _build(parent: Tensor) -> TreeLayout:
             full[at] = values[nodes]
             return full
 
-        below = levels[d + 1]['num_families'] if d + 1 < num_levels else 0
-        child_family = torch.full((num_slots, ), below, dtype=torch.long)
-        if d + 1 < num_levels:
-            children = levels[d + 1]['nodes']
-            child_family[slot[parent[children]]] = levels[d + 1]['fam']
         count = per_slot(leaf_count, 0.)
         leaf = per_slot(is_leaf, False)
         key_bias = torch.where(count > 0, count.clamp(min=1).log(),
@@ -317,7 +308,7 @@ def _build(parent: Tensor) -> TreeLayout:
             has_siblings=per_slot(has_siblings, False),
             multi_leaf=count > 1,
             key_bias=key_bias.view(-1, 1, size),
-            parent_slot=info['parent_slot'], child_family=child_family))
+            parent_slot=info['parent_slot']))
         level_start[nodes] = offset
         level_slots[nodes] = num_slots
         offset += num_slots

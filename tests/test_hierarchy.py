@@ -96,8 +96,6 @@ def test_layout_levels_and_families():
     assert level.real.tolist() == [True] * 5 + [False]
     assert level.has_siblings.tolist() == [True] * 5 + [False]
     assert level.parent_slot.tolist() == [0, 1]
-    assert layout.levels[1].child_family.tolist() == [0, 1]
-    assert layout.levels[2].child_family.tolist() == [0] * 6   # no children
     assert layout.node_slot.tolist() == [0, 0, 1, 0, 1, 2, 3, 4]
     assert layout.node_level_start.tolist() == [0, 1, 1, 3, 3, 3, 3, 3]
     bias = level.key_bias.view(2, 3)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import List, NamedTuple, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..layout import LevelLayout, TreeLayout
@@ -106,38 +105,35 @@ def read_nodes(x: Tensor, layout: TreeLayout,
 
 def subtree_sums(rows: List[Tensor], layout: TreeLayout) -> List[Tensor]:
     r"""Bottom-up, per level ``[H, S, *]``: each slot's row of :obj:`rows`
-    plus the sums of its children (:obj:`rows` must be zero where they are
-    not to be counted, as :func:`read_leaves` gives them). Sums over
-    children are sums over the family dimension: sorted and deterministic
-    on every device."""
+    (zero where it is not to be counted, as :func:`read_leaves` gives them)
+    plus the sums of its children. A family's sum is a sum over the family
+    dimension (sorted, deterministic on every device), added into its
+    parent's slot."""
     sums: List[Optional[Tensor]] = [None] * layout.num_levels
-    below: Optional[Tensor] = None    # [H, F_below + 1, *]: a zero row last
+    families: Optional[Tensor] = None       # (H, F_below, *) family sums
     for depth in range(layout.num_levels - 1, -1, -1):
         level = layout.levels[depth]
-        shape = (level.num_families, level.family_size)
-        # (H, F, B, *): the family sum's backward (an expand) then adds to
+        total = rows[depth]
+        if families is not None:            # every level but the deepest
+            total = total.index_add(1, layout.levels[depth + 1].parent_slot,
+                                    families)
+        # Summed as (H, F, B, *): the sum's backward (an expand) then adds to
         # the level's other gradients directly; through a [H, S, *] view
         # autograd would first copy it.
-        total = rows[depth].unflatten(1, shape)
-        if below is not None:     # every level but the deepest (all leaves)
-            total = total + below.index_select(1, level.child_family
-                                               ).unflatten(1, shape)
-        sums[depth] = total.flatten(1, 2)
-        if depth > 0:
-            below = _pad_family(total.sum(2))
+        blocks = total.unflatten(1, (level.num_families, level.family_size))
+        sums[depth] = blocks.flatten(1, 2)
+        families = blocks.sum(2)
     return sums
 
 
-def family_sum(t: Tensor, level: LevelLayout) -> Tensor:
-    r"""``[H, S, *]`` -> ``[H, F + 1, *]``: each family's sum over its
-    members, and a zero row last (the "no children" family)."""
-    return _pad_family(t.unflatten(1, (level.num_families,
-                                       level.family_size)).sum(2))
-
-
-def _pad_family(sums: Tensor) -> Tensor:
-    r"""``[H, F, *]`` -> ``[H, F + 1, *]`` with a zero row last."""
-    return F.pad(sums, (0, 0) * (sums.dim() - 2) + (0, 1))
+def add_family_sums(parents: Tensor, children: Tensor,
+                    level: LevelLayout) -> Tensor:
+    r"""``parents`` (``[H, S_above, *]``) plus, in each family's parent slot,
+    the sum of the family's rows of ``children`` (``[H, S, *]``, the level
+    below)."""
+    sums = children.unflatten(1, (level.num_families,
+                                  level.family_size)).sum(2)
+    return parents.index_add(1, level.parent_slot, sums)
 
 
 def from_parents(t: Tensor, level: LevelLayout) -> Tensor:

@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..layout import LevelLayout, TreeLayout, tree_layout
-from ._levels import (family_sum, from_parents, level_rows, read_leaves,
+from ._levels import (add_family_sums, from_parents, level_rows, read_leaves,
                       read_nodes, slot_mask, subtree_sums, to_nodes)
 
 __all__ = ['hsa_attention', 'hsa_log_partition']
@@ -323,19 +323,18 @@ def _free_energies(log_sibling_mass: List[Optional[Tensor]],
     stand-in only when its own ``-phi`` is infinite too."""
     inner: List[Optional[Tensor]] = [None] * layout.num_levels
     partition: List[Optional[Tensor]] = [None] * layout.num_levels
-    below = None                          # (H, F_below + 1): children's sums
     for depth in range(layout.num_levels - 1, -1, -1):
         level = layout.levels[depth]
-        # Leaves read the zero family (and inner nodes a zero self logit).
-        log_inner = self_logit[depth] if self_logit is not None else None
-        if below is not None:    # sum_B n(B) logZ(B) / n(A)
-            children = below.index_select(1, level.child_family) / \
-                level.count.to(dtype)
-            log_inner = children if log_inner is None else \
-                log_inner + children
-        if log_inner is None:
-            log_inner = torch.zeros(heads, level.node.size(0), dtype=dtype,
-                                    device=level.node.device)
+        # Leaves: their self logit (0 without self-attention); inner nodes:
+        # sum_B n(B) logZ(B) / n(A) (a leaf's n is 1).
+        log_inner = self_logit[depth] if self_logit is not None else \
+            torch.zeros(heads, level.node.size(0), dtype=dtype,
+                        device=level.node.device)
+        if depth + 1 < layout.num_levels:
+            below = layout.levels[depth + 1]
+            log_inner = add_family_sums(
+                log_inner, partition[depth + 1] * below.count.to(dtype),
+                below) / level.count.to(dtype)
         log_z = log_inner
         mass = log_sibling_mass[depth]     # ~MASKED without siblings
         if mass is not None:
@@ -344,8 +343,6 @@ def _free_energies(log_sibling_mass: List[Optional[Tensor]],
                 both = torch.where(level.multi_leaf, both, mass)
             log_z = torch.where(level.has_siblings, both, log_inner)
         inner[depth], partition[depth] = log_inner, log_z
-        if depth > 0:
-            below = family_sum(log_z * level.count.to(dtype), level)
     return inner, partition
 
 
