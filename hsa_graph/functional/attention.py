@@ -233,24 +233,25 @@ def _sibling_softmax(mean_q: Tensor, mean_k: Tensor, mean_v: Optional[Tensor],
     def families(t: Tensor) -> Tensor:                 # (H, F, B, C)
         return t.view(heads, num_families, size, t.size(-1))
 
-    itself = torch.eye(size, dtype=torch.bool, device=bias.device)
     mass, mixed = _SiblingSoftmax.apply(
         families(mean_q), families(mean_k),
-        None if mean_v is None else families(mean_v), bias, itself, scale)
+        None if mean_v is None else families(mean_v), bias, scale)
     return mass.flatten(1), None if mixed is None else mixed.flatten(1, 2)
 
 
-def _sibling_logits(q: Tensor, k: Tensor, bias: Tensor, itself: Tensor,
+def _sibling_logits(q: Tensor, k: Tensor, bias: Tensor,
                     scale: float) -> Tensor:
     r"""``[H, F, B, B]`` logits ``scale q.k + bias``, the diagonal masked."""
     heads, families, size, channels = q.shape
-    logits = torch.bmm(q.reshape(-1, size, channels),
-                       k.reshape(-1, size, channels).transpose(1, 2))
-    logits = torch.add(bias, logits.view(heads, families, size, size),
-                       alpha=scale)
+    bias = bias.expand(heads, families, -1, size).reshape(
+        heads * families, -1, size)              # (H * F, 1 | B, B), small
+    logits = torch.baddbmm(bias, q.reshape(-1, size, channels),
+                           k.reshape(-1, size, channels).transpose(1, 2),
+                           alpha=scale).view(heads, families, size, size)
     # A is no sibling of A. -1e30 is layout.MASKED, written out: a global
     # read inside an autograd.Function trips dynamo (torch 2.13).
-    return logits.masked_fill_(itself, -1e30)
+    logits.diagonal(0, -2, -1).fill_(-1e30)
+    return logits
 
 
 class _SiblingSoftmax(torch.autograd.Function):
@@ -259,8 +260,8 @@ class _SiblingSoftmax(torch.autograd.Function):
     would also keep the logits, and logsumexp's and the bias's copies."""
 
     @staticmethod
-    def forward(ctx, q, k, v, bias, itself, scale):
-        logits = _sibling_logits(q, k, bias, itself, scale)
+    def forward(ctx, q, k, v, bias, scale):
+        logits = _sibling_logits(q, k, bias, scale)
         top = logits.amax(-1, keepdim=True)
         weights = logits.sub_(top).exp_()                  # (H, F, B, B)
         total = weights.sum(-1, keepdim=True)
@@ -295,16 +296,16 @@ class _SiblingSoftmax(torch.autograd.Function):
                 if grad_logits is None else grad_logits.addcmul_(
                     weights, grad_mass.unsqueeze(-1))
         if grad_logits is None:
-            return None, None, grad_v, None, None, None
+            return None, None, grad_v, None, None
         grad_bias = grad_logits.sum_to_size(ctx.bias_shape) \
             if ctx.needs_input_grad[3] else None
-        grad_logits = (grad_logits * ctx.scale).view(-1, size, size)
-        channels = q.size(-1)
+        grad_logits = grad_logits.view(-1, size, size)
+        channels = q.size(-1)             # scaled after the bmm: B x C < B x B
         grad_q = torch.bmm(grad_logits, k.reshape(-1, size, channels))
         grad_k = torch.bmm(grad_logits.transpose(1, 2),
                            q.reshape(-1, size, channels))
-        return (grad_q.view(q.shape), grad_k.view(k.shape), grad_v,
-                grad_bias, None, None)
+        return (grad_q.mul_(ctx.scale).view(q.shape),
+                grad_k.mul_(ctx.scale).view(k.shape), grad_v, grad_bias, None)
 
 
 def _free_energies(log_sibling_mass: List[Optional[Tensor]],
