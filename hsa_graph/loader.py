@@ -14,8 +14,11 @@ __all__ = ['DataLoader', 'LayoutCollater']
 
 class LayoutCollater:
     r"""Wraps a PyG collate function: collates the samples into a forest and
-    attaches its :class:`~hsa_graph.TreeLayout` as ``batch.layout``. It
-    runs wherever the collate runs: in the loader's worker processes when
+    attaches its :class:`~hsa_graph.TreeLayout` as ``batch.layout``. Graphs
+    that carry a tree over their nodes (``data.hierarchy``, from
+    :class:`~hsa_graph.transforms.AddHierarchy`) are batched as usual and
+    their trees into a forest ``batch.hierarchy`` with its layout. It runs
+    wherever the collate runs: in the loader's worker processes when
     ``num_workers > 0``.
 
     Args:
@@ -29,8 +32,15 @@ class LayoutCollater:
 
     def __call__(self, data_list: List[Any]) -> Batch:
         batch = self.collate(data_list)
-        batch.layout = tree_layout(getattr(batch, self.edge_index),
-                                   batch.num_nodes, cache=False)
+        trees = batch.get('hierarchy', None)
+        if isinstance(trees, list):       # graphs, each with a tree beside
+            forest = Batch.from_data_list(trees)
+            forest.layout = tree_layout(forest.edge_index, forest.num_nodes,
+                                        cache=False)
+            batch.hierarchy = forest
+        else:
+            batch.layout = tree_layout(getattr(batch, self.edge_index),
+                                       batch.num_nodes, cache=False)
         return batch
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
+import torch
+
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
@@ -25,7 +27,7 @@ from .convert.document import DocumentToHierarchy  # re-exported: one place
 from .hierarchy import Hierarchy
 
 __all__ = ['PointCloudToHierarchy', 'GraphToHierarchy', 'MeshToHierarchy',
-           'ImageToHierarchy', 'DocumentToHierarchy']
+           'ImageToHierarchy', 'DocumentToHierarchy', 'AddHierarchy']
 
 
 class _ToHierarchy(BaseTransform):
@@ -153,3 +155,47 @@ class ImageToHierarchy(_ToHierarchy):
     def forward(self, data: Data) -> Hierarchy:
         out = from_image(self._require(data, self.image_attr), **self.options)
         return self._carry(data, out)
+
+
+class AddHierarchy(BaseTransform):
+    r"""Adds a tree over a graph's nodes, for HSA as a graph transformer's
+    global attention (:class:`~hsa_graph.nn.HSAGlobalAttention`,
+    :class:`~hsa_graph.nn.HSAGPSConv`): the graph is left as it is, and
+    ``data.hierarchy`` holds a :class:`~hsa_graph.Hierarchy` of its
+    communities (:func:`~hsa_graph.hierarchy_from_graph`) whose leaves are
+    the graph's nodes, with ``hierarchy.node_index[i]`` the tree node of
+    graph node ``i``. :class:`hsa_graph.loader.DataLoader` batches the
+    trees into a forest beside the graphs (graphs never attend to each
+    other) and builds its layout.
+
+    Args:
+        branching (int): most children of a node holding communities.
+            (default: :obj:`8`)
+        leaf_size (int, optional): most leaves per family of leaves.
+        method (str): ``'louvain'`` or ``'spectral'``.
+            (default: ``'louvain'``)
+        seed (int): random seed. (default: :obj:`0`)
+    """
+
+    def __init__(self, branching: int = 8, leaf_size: Optional[int] = None,
+                 method: str = 'louvain', seed: int = 0):
+        self.options = dict(branching=branching, leaf_size=leaf_size,
+                            method=method, seed=seed)
+
+    def forward(self, data: Data) -> Data:
+        if data.num_nodes is None or data.num_nodes < 1:
+            raise ValueError('AddHierarchy needs a graph with at least one '
+                             'node')
+        tree = hierarchy_from_graph(Data(edge_index=data.edge_index,
+                                         edge_weight=data.get('edge_weight'),
+                                         num_nodes=data.num_nodes),
+                                    x=None, pos=None, **self.options)
+        # hierarchy_from_graph makes graph node i the tree's leaf i.
+        data.hierarchy = Hierarchy(edge_index=tree.edge_index,
+                                   num_nodes=tree.num_nodes,
+                                   node_index=torch.arange(data.num_nodes))
+        return data
+
+    def __repr__(self) -> str:
+        args = ', '.join(f'{k}={v!r}' for k, v in self.options.items())
+        return f'{type(self).__name__}({args})'

@@ -5,8 +5,10 @@ from .positional import (FamilyPositionEncoder, FourierPositionEncoder,
 from .encoder import HSAEncoderLayer, HSAEncoder
 from .pooling import leaf_mean_pool, pool_to_depth
 from .classifier import HierarchyClassifier
+from .gps import HSAGlobalAttention, HSAGPSConv
 
 __all__ = ['HSAConv', 'AttentionWeights']
 __all__ += ['HSAEncoderLayer', 'HSAEncoder', 'FamilyPositionEncoder',
             'FourierPositionEncoder', 'KeyPositionEncoder', 'leaf_mean_pool',
-            'pool_to_depth', 'HierarchyClassifier']
+            'pool_to_depth', 'HierarchyClassifier', 'HSAGlobalAttention',
+            'HSAGPSConv']
