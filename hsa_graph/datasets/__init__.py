@@ -14,3 +14,5 @@ __all__ += ['TextHierarchyDataset', 'TwentyNewsgroups', 'ClothingReviews',
 from .fake import (FakeHierarchyDataset, balanced_parent,  # noqa: E402
                    ragged_parent)
 __all__ += ['FakeHierarchyDataset', 'balanced_parent', 'ragged_parent']
+from .cora import CoraLINQS  # noqa: E402
+__all__ += ['CoraLINQS']
