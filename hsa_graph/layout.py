@@ -319,19 +319,6 @@ def _build(parent: Tensor) -> TreeLayout:
                       num_trees=int((~is_child).sum()))
 
 
-def build_layout(parent: Tensor) -> TreeLayout:
-    r"""The :class:`TreeLayout` of a forest given as a parent vector
-    (``-1`` for roots), after checking it (cycles, ids out of range).
-    """
-    parent = torch.as_tensor(parent).detach().to('cpu', torch.long)
-    if parent.dim() != 1 or parent.numel() == 0:
-        raise ValueError(f'parent must be a non-empty 1-D vector, got shape '
-                         f'{list(parent.shape)}')
-    if bool(((parent < -1) | (parent >= parent.numel())).any()):
-        raise ValueError('parent holds an id out of range (use -1 for roots)')
-    return _build(parent)
-
-
 class _LayoutCache:
     r"""The layouts of the last few :obj:`edge_index` tensors, keyed by object
     identity and version, so that one-off calls on one batch (several heads,
