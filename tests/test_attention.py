@@ -338,3 +338,39 @@ def test_deterministic_mode_runs_and_repeats_bitwise():
         torch.use_deterministic_algorithms(False)
     for first, second in zip(*runs):
         assert torch.equal(first, second)
+
+
+@pytest.mark.parametrize('include_self', [False, True])
+def test_internal_rows_are_never_read(include_self):
+    # NaN and inf in internal rows of q, k, v (leaves at mixed depths) change
+    # no leaf output and no gradient: internal rows are not read at all (a
+    # multiply by zero would have let NaN through).
+    h = Hierarchy.from_parent([-1, 0, 0, 1, 1, 1, 2, 3, 3])
+    q, k, v = qkv(h.num_nodes)
+    clean = hsa_attention(q, k, v, h.edge_index, include_self=include_self)
+    inner = ~h.is_leaf
+    dirty = [t.clone().requires_grad_() for t in (q, k, v)]
+    with torch.no_grad():
+        dirty[0][inner] = float('nan')
+        dirty[1][inner] = float('inf')
+        dirty[2][inner] = float('-inf')
+    out = hsa_attention(*dirty, h.edge_index, include_self=include_self)
+    torch.testing.assert_close(out[h.is_leaf], clean[h.is_leaf])
+    out[h.is_leaf].sum().backward()
+    for t in dirty:
+        assert torch.isfinite(t.grad).all() and (t.grad[inner] == 0).all()
+
+
+def test_nan_in_a_leaf_stays_in_its_tree():
+    # Like SDPA, NaN in a leaf reaches the leaves that attend to it: those of
+    # its own tree, never another tree of the batch.
+    from torch_geometric.data import Batch
+    trees = [Hierarchy.from_parent(random_parent(n, torch.Generator()
+                                                 .manual_seed(n)))
+             for n in (9, 12)]
+    batch = Batch.from_data_list(trees)
+    q, k, v = qkv(batch.num_nodes)
+    leaf = batch.is_leaf.nonzero().flatten()
+    v[leaf[0]] = float('nan')                    # a leaf of the first tree
+    out = hsa_attention(q, k, v, batch.edge_index)
+    assert torch.isfinite(out[batch.batch == 1]).all()
