@@ -14,7 +14,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # torch first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
     || pip install -q torch==2.13.0
-pip install -q -e ".[test,plot,text,graph]" "torch==2.13.0"
+pip install -q -e ".[test,plot,text,graph,chem]" "torch==2.13.0"
 export HSA_DATA="${HSA_DATA:-$ROOT/data}"
 mkdir -p "$HSA_DATA"
 for script in datasets/fetch_*.sh; do

@@ -71,3 +71,23 @@ def test_node_classification_example_runs(tmp_path):
     last = out.stdout.strip().splitlines()[-1]
     assert last.startswith('hsa acc=0.') and ' gcn acc=' in last and \
         ' gps acc=' in last
+
+
+MOLECULES = osp.join(osp.dirname(REAL), 'moleculeace', 'raw',
+                     'CHEMBL1862_Ki.csv')
+
+
+@pytest.mark.data
+@pytest.mark.skipif(not osp.exists(MOLECULES),
+                    reason='run datasets/fetch_graphs.sh')
+def test_graph_regression_example_runs(tmp_path):
+    pytest.importorskip('rdkit')
+    out = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'examples', 'graph_regression.py'),
+         '--seeds', '1', '--epochs', '1', '--models', 'gine', 'hsa', 'gps',
+         '--out', str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, 'HSA_DATA': osp.dirname(REAL)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith('hsa rmse=') and ' gine rmse=' in last
