@@ -20,7 +20,6 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
-import hsa_graph.layout as layout_module  # noqa: E402
 from hsa_graph.datasets import TwentyNewsgroups  # noqa: E402
 from hsa_graph.loader import DataLoader  # noqa: E402
 from hsa_graph.nn import HierarchyClassifier, HSAEncoder  # noqa: E402

@@ -48,7 +48,7 @@ from shape_utils import (add_run_arguments, cell_family_type,  # noqa: E402
                          train_epochs)
 from point_cloud_classification import TransformerConvLayer  # noqa: E402
 
-from hsa_graph import Hierarchy, from_point_cloud, tree_layout  # noqa: E402
+from hsa_graph import Hierarchy, from_point_cloud  # noqa: E402
 from hsa_graph.datasets import CGALSegmentation  # noqa: E402
 from hsa_graph.nn import HSAEncoder  # noqa: E402
 from hsa_graph.sampling import knn_graph  # noqa: E402

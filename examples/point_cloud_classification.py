@@ -50,7 +50,7 @@ from shape_utils import (add_run_arguments, augment_batch,  # noqa: E402
                          save_results, seed_everything, setup_run, summarize,
                          train_classifier_epoch, train_epochs)
 
-from hsa_graph import Hierarchy, from_point_cloud, tree_layout  # noqa: E402
+from hsa_graph import Hierarchy, from_point_cloud  # noqa: E402
 from hsa_graph.datasets import SweetHome3DFurniture  # noqa: E402
 from hsa_graph.nn import HSAEncoder, leaf_mean_pool  # noqa: E402
 from hsa_graph.sampling import knn_graph  # noqa: E402

@@ -1,8 +1,7 @@
 import pytest
 import torch
-from torch_geometric.data import Batch
 
-from hsa_graph import Hierarchy, hsa_attention_matrix
+from hsa_graph import Hierarchy
 from hsa_graph.nn import HSAConv
 from hsa_graph.testing import (assert_batch_invariant, assert_no_graph_breaks,
                                random_hierarchy)
