@@ -21,67 +21,38 @@ def slot_mask(mask: Tensor, like: Tensor) -> Tensor:
 
 
 class Rows(NamedTuple):
-    r"""Where each row moves between node order (``[N * H, *]``) and the
-    levels' slots laid end to end (``[H, S]`` per level), for ``H`` heads:
-    indices with ``-1`` clamped to 0 and a mask of those entries (zero rows).
-    Built once per call and shared by every tensor moved."""
-    leaf_index: Tensor      # slot -> node row of a leaf
-    leaf_unread: Tensor     # slot reads no leaf (inner node or padding)
-    node_index: Tensor      # slot -> node row
-    padding: Tensor         # slot holds no node
+    r"""Where each row moves between node order (``[N * H, *]`` rows, plus a
+    zero row ``N * H``) and the levels' slots laid end to end (``[H, S]`` per
+    level, head-major), for ``H`` heads. Built once per call and shared by
+    every tensor moved."""
+    leaf_index: Tensor      # slot -> node row of a leaf, else the zero row
+    node_index: Tensor      # slot -> node row, or the zero row (padding)
     slot_index: Tensor      # node row -> slot
-    inner_rows: Tensor      # node row of an inner node (not a leaf)
 
 
 def level_rows(layout: TreeLayout, heads: int) -> Rows:
     r"""The :class:`Rows` of :obj:`layout` for :obj:`heads` heads."""
-    head = torch.arange(heads, device=layout.device).unsqueeze(1)  # (H, 1)
-    missing_row = layout.num_nodes * heads     # what slot index N maps to
+    head = torch.arange(heads, device=layout.device)
+    zero_row = layout.num_nodes * heads
     slots = []
-    for field in ('leaf_node', 'node'):
-        index = torch.cat([(getattr(level, field) * heads + head).flatten()
+    for field in ('leaf_node', 'node'):       # node id N: no node to read
+        index = torch.cat([(getattr(level, field) * heads +
+                            head.unsqueeze(1)).flatten()
                            for level in layout.levels])
-        missing = index >= missing_row
-        slots += [index.masked_fill_(missing, 0), missing]
-    head = head.squeeze(1)
+        slots.append(index.clamp_(max=zero_row))
     slot_index = ((layout.node_level_start * heads + layout.node_slot)
                   .unsqueeze(1) + head * layout.node_level_slots.unsqueeze(1)
                   ).flatten()
-    inner_rows = (~layout.is_leaf).repeat_interleave(heads)
-    return Rows(*slots, slot_index, inner_rows)
+    return Rows(*slots, slot_index)
 
 
-class _Move(torch.autograd.Function):
-    r"""``out[p] = src[index[p]]``, a zero row where ``zero[p]``, whose
-    backward is the inverse move, a gather too (each row of :obj:`src` is
-    read at most once; ``inverse`` says where). Autograd's gather backward
-    would zero-fill a source-sized tensor and scatter-add into it (atomics
-    on a GPU)."""
-
-    @staticmethod
-    def forward(ctx, src, index, zero, inverse, inverse_zero):
-        ctx.save_for_backward(index, zero, inverse, inverse_zero)
-        out = src.index_select(0, index)
-        return out.masked_fill_(zero.view((-1, ) + (1, ) * (out.dim() - 1)),
-                                0)
-
-    @staticmethod
-    def backward(ctx, grad):
-        index, zero, inverse, inverse_zero = ctx.saved_tensors
-        return (_Move.apply(grad, inverse, inverse_zero, index, zero),
-                None, None, None, None)
-
-
-def _read(x: Tensor, layout: TreeLayout, rows: Rows,
-          leaves_only: bool) -> List[Tensor]:
+def _read(x: Tensor, layout: TreeLayout, index: Tensor) -> List[Tensor]:
     r"""The rows of ``x`` (``[N, H, *]``) at every level's slots, each
-    ``[H, S, *]``, in one move: every level comes out contiguous."""
+    ``[H, S, *]``, in one gather: every level comes out contiguous."""
     heads = x.size(1)
-    move = (rows.leaf_index, rows.leaf_unread, rows.slot_index,
-            rows.inner_rows) if leaves_only else \
-        (rows.node_index, rows.padding, rows.slot_index,
-         torch.zeros_like(rows.inner_rows))
-    flat = _Move.apply(x.reshape(x.size(0) * heads, -1), *move)
+    rows = x.reshape(x.size(0) * heads, -1)
+    rows = torch.cat([rows, rows.new_zeros(1, rows.size(1))])
+    flat = rows.index_select(0, index)
     sizes = [level.node.size(0) * heads for level in layout.levels]
     return [t.view((heads, -1) + x.shape[2:]) for t in flat.split(sizes)]
 
@@ -92,7 +63,7 @@ def read_leaves(x: Tensor, layout: TreeLayout, dtype: torch.dtype,
     ``[H, S, *]`` in :obj:`dtype`, zeros at inner and padding slots. Inner
     nodes' rows are never read."""
     rows = rows or level_rows(layout, x.size(1))
-    return _read(x.to(dtype), layout, rows, leaves_only=True)
+    return _read(x.to(dtype), layout, rows.leaf_index)
 
 
 def read_nodes(x: Tensor, layout: TreeLayout,
@@ -100,7 +71,7 @@ def read_nodes(x: Tensor, layout: TreeLayout,
     r"""The rows of ``x`` (``[N, H, *]``) at every level's slots,
     ``[H, S, *]`` (zeros on padding)."""
     rows = rows or level_rows(layout, x.size(1))
-    return _read(x, layout, rows, leaves_only=False)
+    return _read(x, layout, rows.node_index)
 
 
 def subtree_sums(rows: List[Tensor], layout: TreeLayout) -> List[Tensor]:
@@ -144,12 +115,10 @@ def from_parents(t: Tensor, level: LevelLayout) -> Tensor:
 
 def to_nodes(levels: List[Tensor], layout: TreeLayout,
              rows: Optional[Rows] = None) -> Tensor:
-    r"""Per-level ``[H, S, *]`` -> ``[N, H, *]`` in node order (one move
+    r"""Per-level ``[H, S, *]`` -> ``[N, H, *]`` in node order (one gather
     from the levels laid end to end)."""
     heads = levels[0].size(0)
     rows = rows or level_rows(layout, heads)
     flat = torch.cat([t.reshape(-1, *t.shape[2:]) for t in levels])
-    out = _Move.apply(flat, rows.slot_index,
-                      torch.zeros_like(rows.inner_rows), rows.node_index,
-                      rows.padding)
-    return out.view((-1, heads) + levels[0].shape[2:])
+    return flat.index_select(0, rows.slot_index).view(
+        (-1, heads) + levels[0].shape[2:])
