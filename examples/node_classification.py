@@ -20,7 +20,6 @@ memory, and ends with ``hsa acc=... gcn acc=... gps acc=...``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -37,7 +36,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from hsa_graph.datasets import CoraLINQS  # noqa: E402
 from hsa_graph.nn import HSAGPSConv  # noqa: E402
 from hsa_graph.transforms import AddHierarchy  # noqa: E402
-from shape_utils import PeakMemory, mean_ci  # noqa: E402
+from shape_utils import (PeakMemory, fmt, summarize,  # noqa: E402
+                         write_json)
 
 MODELS = ('gcn', 'gps', 'hsa', 'hsa-random')
 
@@ -162,24 +162,16 @@ def main():
             print(f'{kind:10s} seed {seed}: test acc {r["test_acc"]:.3f} '
                   f'(val {r["val_acc"]:.3f}), {r["s_per_epoch"] * 1e3:.0f} '
                   f'ms/epoch, peak +{r["peak_mb"]:.0f} MB', flush=True)
-    summary = {}
-    for kind in args.models:
-        mine = [r for r in runs if r['model'] == kind]
-        summary[kind] = dict(
-            test_acc=mean_ci([r['test_acc'] for r in mine]),
-            s_per_epoch=mean_ci([r['s_per_epoch'] for r in mine]),
-            peak_mb=mean_ci([r['peak_mb'] for r in mine]),
-            parameters=mine[0]['parameters'])
-        s = summary[kind]
-        print(f'{kind:10s} test acc {s["test_acc"]["mean"]:.3f} +- '
-              f'{s["test_acc"]["ci95"]:.3f} ({len(mine)} splits), '
-              f'{s["s_per_epoch"]["mean"] * 1e3:.0f} ms/epoch, peak '
-              f'+{s["peak_mb"]["mean"]:.0f} MB, {s["parameters"]:,} '
-              f'parameters')
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, 'results.json'), 'w') as f:
-        json.dump(dict(args=vars(args), tree_seconds=tree_seconds,
-                       summary=summary, runs=runs), f, indent=1)
+    summary = summarize(runs, ['test_acc', 's_per_epoch', 'peak_mb'])
+    for kind, stats in summary.items():
+        print(f'{kind:10s} test acc {fmt(stats["test_acc"])} '
+              f'({stats["test_acc"]["n"]} splits), '
+              f'{stats["s_per_epoch"]["mean"]:.3f} s/epoch, peak '
+              f'+{stats["peak_mb"]["mean"]:.0f} MB, '
+              f'{stats["parameters"]:,} parameters')
+    write_json(os.path.join(args.out, 'results.json'),
+               dict(args=vars(args), tree_seconds=tree_seconds,
+                    summary=summary, runs=runs))
     print(' '.join(f'{kind} acc={summary[kind]["test_acc"]["mean"]:.3f}'
                    for kind in ('hsa', 'gcn', 'gps') if kind in summary))
 

@@ -157,7 +157,7 @@ class ImageToHierarchy(_ToHierarchy):
         return self._carry(data, out)
 
 
-class AddHierarchy(BaseTransform):
+class AddHierarchy(_ToHierarchy):
     r"""Adds a tree over a graph's nodes, for HSA as a graph transformer's
     global attention (:class:`~hsa_graph.nn.HSAGlobalAttention`,
     :class:`~hsa_graph.nn.HSAGPSConv`): the graph is left as it is, and
@@ -179,8 +179,8 @@ class AddHierarchy(BaseTransform):
 
     def __init__(self, branching: int = 8, leaf_size: Optional[int] = None,
                  method: str = 'louvain', seed: int = 0):
-        self.options = dict(branching=branching, leaf_size=leaf_size,
-                            method=method, seed=seed)
+        super().__init__((), branching=branching, leaf_size=leaf_size,
+                         method=method, seed=seed)
 
     def forward(self, data: Data) -> Data:
         if data.num_nodes is None or data.num_nodes < 1:
@@ -195,7 +195,3 @@ class AddHierarchy(BaseTransform):
                                    num_nodes=tree.num_nodes,
                                    node_index=torch.arange(data.num_nodes))
         return data
-
-    def __repr__(self) -> str:
-        args = ', '.join(f'{k}={v!r}' for k, v in self.options.items())
-        return f'{type(self).__name__}({args})'
