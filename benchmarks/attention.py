@@ -92,7 +92,8 @@ def make_case(args, method, leaves, branching, batch, ragged):
     if method in ('hsa', 'hsa_compiled', 'hsa_graphs', 'dense_hsa'):
         tree = build_forest(leaves, branching, batch, ragged)
         start = time.perf_counter()
-        layout = tree_layout(tree.edge_index, tree.num_nodes, device=device)
+        layout = tree_layout(tree.edge_index, tree.num_nodes, device=device,
+                             dtype=torch.float32)
         layout_seconds = time.perf_counter() - start
         n = tree.num_nodes
         q, k, v = (torch.randn(n, heads, channels, generator=gen).to(

@@ -87,7 +87,8 @@ def parity():
 def determinism():
     parent = ragged_parent(20000, 16, torch.Generator().manual_seed(1))
     h = Hierarchy.from_parent(parent, validate=False)
-    layout = tree_layout(h.edge_index.to(DEVICE), h.num_nodes)
+    layout = tree_layout(h.edge_index.to(DEVICE), h.num_nodes,
+                         dtype=torch.float32)
     n = h.num_nodes
     torch.manual_seed(0)
     q, k, v = (torch.randn(n, 8, 64, device=DEVICE, requires_grad=True)

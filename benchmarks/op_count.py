@@ -41,7 +41,8 @@ class CountOps(TorchDispatchMode):
 
 def count(leaves, batch, ragged, device, heads=8, channels=64):
     tree = build_forest(leaves, 16, batch, ragged)
-    layout = tree_layout(tree.edge_index, tree.num_nodes).to(device)
+    layout = tree_layout(tree.edge_index, tree.num_nodes,
+                         dtype=torch.float32).to(device)   # as the loader
     q, k, v = (torch.randn(tree.num_nodes, heads, channels, device=device)
                .requires_grad_() for _ in range(3))
     grad = torch.randn(tree.num_nodes, heads, channels, device=device)

@@ -31,7 +31,8 @@ def median_step_ms(hierarchies, batches, batch_size, reps):
     for i in range(batches):
         batch = Batch.from_data_list(
             hierarchies[i * batch_size:(i + 1) * batch_size])
-        layout = tree_layout(batch.edge_index, batch.num_nodes)
+        layout = tree_layout(batch.edge_index, batch.num_nodes,
+                             dtype=torch.float32)
         gen = torch.Generator().manual_seed(i)
         q, k, v = (torch.randn(batch.num_nodes, 8, 64, generator=gen)
                    .requires_grad_() for _ in range(3))

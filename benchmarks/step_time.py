@@ -44,7 +44,11 @@ def main():
         ragged = case.endswith('r')
         leaves, batch = (int(x) for x in case.rstrip('r').split('x'))
         tree = build_forest(leaves, 16, batch, ragged)
-        layout = tree_layout(tree.edge_index, tree.num_nodes)
+        try:                # float32 weights, as the loader stores them
+            layout = tree_layout(tree.edge_index, tree.num_nodes,
+                                 dtype=torch.float32)
+        except TypeError:   # an older checkout: no dtype argument
+            layout = tree_layout(tree.edge_index, tree.num_nodes)
         gen = torch.Generator().manual_seed(0)
         q, k, v = (torch.randn(tree.num_nodes, 8, 64, generator=gen)
                    .requires_grad_() for _ in range(3))

@@ -25,13 +25,17 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor
 
-__all__ = ['TreeLayout', 'LevelLayout', 'parent_from_edge_index',
-           'tree_layout']
+__all__ = ['TreeLayout', 'LevelLayout', 'attention_dtype',
+           'parent_from_edge_index', 'tree_layout']
 
-# Logit of a key that does not exist (padding, the query itself). Finite, so
-# that a row without keys gives finite (unused, masked) values instead of NaN;
-# exp(MASKED - max) underflows to exactly 0 in float32 and float64.
-MASKED = -1e30
+# Stand-ins for minus infinity, finite so that no arithmetic ever sees an
+# infinity (no NaN, forward or backward). NO_KEY is the logit of a key that is
+# not there (padding, the query itself); NO_INNER is -phi(A) of a one-leaf
+# subtree without self-attention. NO_KEY << NO_INNER, so that for a node
+# without siblings logZ = logaddexp(-phi, -eta) = -phi even when -phi is
+# NO_INNER: then mu = 1 and 1 - mu = 0 exactly, with no mask.
+NO_KEY = -1e32
+NO_INNER = -1e30
 
 
 def _map_tensors(obj, fn):
@@ -53,41 +57,35 @@ class LevelLayout:
     r"""One depth level of a forest as ``F`` families of ``B`` slots.
 
     Which slots are leaves, inner nodes or padding is data (tensors), not
-    Python flags: the passes run the same operations on every level but the
-    deepest (which holds leaves only), so a compiled graph depends on the
-    tree's height alone.
-
-    Every per-slot tensor has ``F * B`` entries; padding slots have
-    :obj:`real`, :obj:`leaf`, :obj:`has_siblings` and :obj:`multi_leaf`
-    false.
+    Python flags: the passes run the same operations on every level, so a
+    compiled graph depends on the tree's height alone. Every per-slot tensor
+    has ``F * B`` entries; the float ones are stored in the layout's dtype
+    (see :meth:`TreeLayout.to`), the dtype they are used in.
 
     Attributes:
         node (Tensor): ``[F * B]`` node id of each slot; ``N`` (one past
-            the last node: the passes append a zero row) for padding.
-        leaf_node (Tensor): ``[F * B]`` as :obj:`node`, but ``N`` for inner
-            nodes too: reading input rows through it reads leaf rows only,
-            and zeros elsewhere (an inner node's NaN never enters).
+            the last node) for padding.
         real (Tensor): ``[F * B]`` bool, the slot holds a node (not padding).
-        leaf (Tensor): ``[F * B]`` bool, the slot is a leaf (its query, key
-            and value rows are read).
+        leaf (Tensor): ``[F * B]`` float, 1 at leaf slots, else 0.
         count (Tensor): ``[F * B]`` float :math:`n(A)`, the number of leaves
             below (1 on padding; integers, so exact in any float dtype).
-        has_siblings (Tensor): ``[F * B]`` bool.
-        multi_leaf (Tensor): ``[F * B]`` bool, :math:`n(A) > 1`: the free
-            energy :math:`-\phi(A)` is finite without self-attention.
-        key_bias (Tensor): ``[F, 1, B]`` float64 :math:`\log n(C)` of each
-            key slot, ``MASKED`` on padding: a family's mask is O(B), not
-            O(B^2). (float64, so that float64 inputs get it exactly.)
+        child_weight (Tensor): ``[F * B]`` float :math:`n(A) / n(pa(A))`
+            (0 on padding and at the roots).
+        inner_base (Tensor): ``[F * B]`` float :math:`-\phi` of a slot
+            before its children's terms, without self-attention:
+            ``NO_INNER`` at leaves, else 0.
+        key_bias (Tensor): ``[F, 1, B]`` float :math:`\log n(C)` of each
+            key slot, ``NO_KEY`` on padding: a family's mask is O(B), not
+            O(B^2).
         parent_slot (Tensor): ``[F]`` each family's parent slot in the level
             above (empty for level 0).
     """
     node: Tensor
-    leaf_node: Tensor
     real: Tensor
     leaf: Tensor
     count: Tensor
-    has_siblings: Tensor
-    multi_leaf: Tensor
+    child_weight: Tensor
+    inner_base: Tensor
     key_bias: Tensor
     parent_slot: Tensor
 
@@ -107,17 +105,20 @@ class TreeLayout:
     :class:`hsa_graph.loader.DataLoader` build it in its workers); move it
     with :meth:`to` (``batch.to(device)`` moves a batch's layout too).
 
+    The levels' slots laid end to end (level 0 first) number ``S``; the
+    passes read node rows into them, and write them back, with one gather.
+
     Attributes:
         num_nodes (int): number of nodes :math:`N`.
         parent (Tensor): ``[N]`` parent id, ``-1`` for roots.
         depth (Tensor): ``[N]`` depth (roots: 0).
         is_leaf (Tensor): ``[N]`` bool.
         leaf_count (Tensor): ``[N]`` float :math:`n(A)`.
-        node_slot (Tensor): ``[N]`` each node's slot within its level.
-        node_level_start (Tensor): ``[N]`` the number of slots of the levels
-            above the node's.
-        node_level_slots (Tensor): ``[N]`` the number of slots of the node's
-            level.
+        node_slot (Tensor): ``[N]`` each node's slot among all ``S``.
+        slot_node (Tensor): ``[S]`` each slot's node id, ``N`` on padding.
+        slot_leaf (Tensor): ``[S]`` as :obj:`slot_node`, but ``N`` at
+            inner nodes too: reading through it reads leaf rows and zeros
+            (an inner node's row, NaN or not, never enters).
         levels (list): one :class:`LevelLayout` per depth.
         num_trees (int): number of roots.
     """
@@ -127,8 +128,8 @@ class TreeLayout:
     is_leaf: Tensor
     leaf_count: Tensor
     node_slot: Tensor
-    node_level_start: Tensor
-    node_level_slots: Tensor
+    slot_node: Tensor
+    slot_leaf: Tensor
     levels: List[LevelLayout]
     num_trees: int
 
@@ -140,10 +141,16 @@ class TreeLayout:
     def device(self) -> torch.device:
         return self.parent.device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        r"""The dtype of the float tensors (counts, weights, masks)."""
+        return self.leaf_count.dtype
+
     def to(self, device=None, dtype: Optional[torch.dtype] = None,
            non_blocking: bool = False) -> 'TreeLayout':
         r"""A copy on :obj:`device` (index tensors keep their dtype; with
-        :obj:`dtype`, the float tensors are cast to it)."""
+        :obj:`dtype`, the float tensors are cast to it: store them in the
+        dtype the attention computes in, so that it casts nothing)."""
         def move(t: Tensor) -> Tensor:
             cast = dtype if dtype is not None and t.is_floating_point() \
                 else t.dtype
@@ -158,6 +165,14 @@ class TreeLayout:
         sizes = [f'{lv.num_families}x{lv.family_size}' for lv in self.levels]
         return (f'TreeLayout(num_nodes={self.num_nodes}, '
                 f'num_trees={self.num_trees}, levels=[{", ".join(sizes)}])')
+
+
+def attention_dtype(dtype: torch.dtype) -> torch.dtype:
+    r"""The dtype HSA computes in for inputs of :obj:`dtype` (float32 for
+    half precision: a subtree's sum of float16 values overflows past
+    65,504), and so the dtype a layout for them should store."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) \
+        else dtype
 
 
 def parent_from_edge_index(edge_index: Tensor, num_nodes: int) -> Tensor:
@@ -254,10 +269,8 @@ def _build(parent: Tensor) -> TreeLayout:
     for d in range(num_levels - 1, 0, -1):
         nodes = by_depth[ptr[d]:ptr[d + 1]]
         leaf_count.index_add_(0, parent[nodes], leaf_count[nodes])
-    has_siblings = is_child & (child_count[parent.clamp(min=0)] >= 2)
 
     slot = torch.empty(num_nodes, dtype=torch.long)   # slot within its level
-    family = torch.empty(num_nodes, dtype=torch.long)   # family within level
     levels: List[dict] = []
     for d in range(num_levels):
         nodes = by_depth[ptr[d]:ptr[d + 1]]
@@ -276,17 +289,15 @@ def _build(parent: Tensor) -> TreeLayout:
             size = int(child_count[parent[nodes]].max())
             parent_slot = parent_slots[start]
         slot[nodes] = fam * size + position
-        family[nodes] = fam
         num_families = int(fam[-1]) + 1
         levels.append(dict(nodes=nodes, fam=fam, size=size,
                            num_families=num_families, parent_slot=parent_slot))
 
     out: List[LevelLayout] = []
+    slot_node = []
     offset = 0
-    level_start = torch.empty(num_nodes, dtype=torch.long)
-    level_slots = torch.empty(num_nodes, dtype=torch.long)
     for d, info in enumerate(levels):
-        nodes, fam, size = info['nodes'], info['fam'], info['size']
+        nodes, size = info['nodes'], info['size']
         num_slots = info['num_families'] * size
         at = slot[nodes]
         node = torch.full((num_slots, ), num_nodes, dtype=torch.long)
@@ -297,25 +308,28 @@ def _build(parent: Tensor) -> TreeLayout:
             full[at] = values[nodes]
             return full
 
-        count = per_slot(leaf_count, 0.)
+        count = per_slot(leaf_count, 0.)           # 0 on padding, for now
         leaf = per_slot(is_leaf, False)
-        key_bias = torch.where(count > 0, count.clamp(min=1).log(),
-                               torch.full_like(count, MASKED))
+        weight = count / per_slot(leaf_count[parent.clamp(min=0)], 1.)
         out.append(LevelLayout(
-            node=node, leaf_node=torch.where(leaf, node, num_nodes),
-            real=count > 0, leaf=leaf,
-            count=count.clamp(min=1).float(),
-            has_siblings=per_slot(has_siblings, False),
-            multi_leaf=count > 1,
-            key_bias=key_bias.view(-1, 1, size),
+            node=node, real=count > 0, leaf=leaf.double(),
+            count=count.clamp(min=1),
+            child_weight=weight if d > 0 else torch.zeros_like(count),
+            inner_base=leaf.double() * NO_INNER,
+            key_bias=torch.where(count > 0, count.clamp(min=1).log(),
+                                 NO_KEY).view(-1, 1, size),
             parent_slot=info['parent_slot']))
-        level_start[nodes] = offset
-        level_slots[nodes] = num_slots
+        slot[nodes] += offset
+        slot_node.append(node)
         offset += num_slots
+    slot_node = torch.cat(slot_node)
+    leaf_row = torch.where(is_leaf, torch.arange(num_nodes), num_nodes)
+    slot_leaf = torch.cat([leaf_row, leaf_row.new_full((1, ), num_nodes)]
+                          )[slot_node]
     return TreeLayout(num_nodes=num_nodes, parent=parent, depth=depth,
                       is_leaf=is_leaf, leaf_count=leaf_count,
-                      node_slot=slot, node_level_start=level_start,
-                      node_level_slots=level_slots, levels=out,
+                      node_slot=slot, slot_node=slot_node,
+                      slot_leaf=slot_leaf, levels=out,
                       num_trees=int((~is_child).sum()))
 
 
@@ -329,38 +343,36 @@ class _LayoutCache:
         self.capacity = capacity
         self.entries: Dict[int, tuple] = {}
 
-    def get(self, edge_index: Tensor, num_nodes: int,
-            device: torch.device) -> TreeLayout:
+    def get(self, edge_index: Tensor, num_nodes: int, device: torch.device,
+            dtype: torch.dtype) -> TreeLayout:
         entry = self.entries.get(id(edge_index))
-        if entry is not None:
-            ref, version, cached_nodes, layouts = entry
-            if (ref() is edge_index and version == edge_index._version
-                    and cached_nodes == num_nodes):
-                if device not in layouts:
-                    layouts[device] = next(iter(layouts.values())).to(device)
-                return layouts[device]
-        layout = _build(parent_from_edge_index(edge_index,
-                                               num_nodes)).to(device)
-        if len(self.entries) >= self.capacity:
-            self.entries.pop(next(iter(self.entries)))
-        self.entries[id(edge_index)] = (weakref.ref(edge_index),
-                                        edge_index._version, num_nodes,
-                                        {device: layout})
-        return layout
+        if entry is None or entry[0]() is not edge_index or \
+                entry[1] != edge_index._version or entry[2] != num_nodes:
+            entry = (weakref.ref(edge_index), edge_index._version, num_nodes,
+                     {}, _build(parent_from_edge_index(edge_index, num_nodes)))
+            if len(self.entries) >= self.capacity:
+                self.entries.pop(next(iter(self.entries)))
+            self.entries[id(edge_index)] = entry
+        copies, built = entry[3], entry[4]     # float64 on the CPU: exact
+        if (device, dtype) not in copies:
+            copies[device, dtype] = built.to(device, dtype)
+        return copies[device, dtype]
 
 
 _CACHE = _LayoutCache()
 
 
 def tree_layout(edge_index: Tensor, num_nodes: Optional[int] = None,
-                device=None, cache: bool = True) -> TreeLayout:
+                device=None, dtype: torch.dtype = torch.float64,
+                cache: bool = True) -> TreeLayout:
     r"""Validates a forest given as child -> parent :obj:`edge_index` and
     returns its :class:`TreeLayout`.
 
     The structure is built on the CPU with vectorised tensor code (one
-    Python step per depth level, none per node) and then moved to
-    :obj:`device`. In training, let :class:`hsa_graph.loader.DataLoader`
-    build it in its workers; this function is for one-off use.
+    Python step per depth level, none per node), in float64, and then moved
+    to :obj:`device` and cast to :obj:`dtype`. In training, let
+    :class:`hsa_graph.loader.DataLoader` build it in its workers; this
+    function is for one-off use.
 
     Args:
         edge_index (torch.Tensor): ``[2, E]`` child -> parent edges.
@@ -369,6 +381,9 @@ def tree_layout(edge_index: Tensor, num_nodes: Optional[int] = None,
             as a one-node tree, so pass it when you can).
         device (torch.device, optional): where the layout's tensors live
             (default: :obj:`edge_index`'s device).
+        dtype (torch.dtype): the dtype of its float tensors: the dtype the
+            attention computes in (float32 for half inputs), so that it casts
+            nothing. (default: :obj:`torch.float64`, exact for every input)
         cache (bool): reuse the layout built for this very tensor (until it
             is modified in place). (default: :obj:`True`)
     """
@@ -376,6 +391,6 @@ def tree_layout(edge_index: Tensor, num_nodes: Optional[int] = None,
         num_nodes = int(edge_index.max()) + 1 if edge_index.numel() else 1
     device = torch.device(device) if device is not None else edge_index.device
     if cache:
-        return _CACHE.get(edge_index, int(num_nodes), device)
-    return _build(parent_from_edge_index(edge_index,
-                                         int(num_nodes))).to(device)
+        return _CACHE.get(edge_index, int(num_nodes), device, dtype)
+    return _build(parent_from_edge_index(edge_index, int(num_nodes))).to(
+        device, dtype)

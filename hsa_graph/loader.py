@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, List, Optional, Sequence
 
+import torch
 import torch_geometric.loader
 from torch_geometric.data import Batch
 
@@ -25,10 +26,15 @@ class LayoutCollater:
         collate (callable): PyG's collater (``list of Data -> Batch``).
         edge_index (str): the batch attribute holding the child -> parent
             edges. (default: :obj:`"edge_index"`)
+        layout_dtype (torch.dtype): the dtype of the layout's float tensors,
+            the dtype the attention computes in (float32 for half-precision
+            training). (default: :obj:`torch.float32`)
     """
-    def __init__(self, collate, edge_index: str = 'edge_index'):
+    def __init__(self, collate, edge_index: str = 'edge_index',
+                 layout_dtype: torch.dtype = torch.float32):
         self.collate = collate
         self.edge_index = edge_index
+        self.layout_dtype = layout_dtype
 
     def __call__(self, data_list: List[Any]) -> Batch:
         batch = self.collate(data_list)
@@ -36,11 +42,12 @@ class LayoutCollater:
         if isinstance(trees, list):       # graphs, each with a tree beside
             forest = Batch.from_data_list(trees)
             forest.layout = tree_layout(forest.edge_index, forest.num_nodes,
-                                        cache=False)
+                                        dtype=self.layout_dtype, cache=False)
             batch.hierarchy = forest
         else:
             batch.layout = tree_layout(getattr(batch, self.edge_index),
-                                       batch.num_nodes, cache=False)
+                                       batch.num_nodes,
+                                       dtype=self.layout_dtype, cache=False)
         return batch
 
 
@@ -60,16 +67,22 @@ class DataLoader(torch_geometric.loader.DataLoader):
             (default: :obj:`False`)
         follow_batch (List[str], optional): as in PyG.
         exclude_keys (List[str], optional): as in PyG.
+        layout_dtype (torch.dtype): the dtype of the layouts' float tensors:
+            the dtype the model computes attention in (float32 also for
+            half-precision training; float64 for float64 models).
+            (default: :obj:`torch.float32`)
         **kwargs (optional): further arguments of
             :class:`torch.utils.data.DataLoader` (``num_workers``,
             ``pin_memory``, ``persistent_workers``, ...).
     """
     def __init__(self, dataset, batch_size: int = 1, shuffle: bool = False,
                  follow_batch: Optional[Sequence[str]] = None,
-                 exclude_keys: Optional[Sequence[str]] = None, **kwargs):
+                 exclude_keys: Optional[Sequence[str]] = None,
+                 layout_dtype: torch.dtype = torch.float32, **kwargs):
         if 'collate_fn' in kwargs:
             raise TypeError('DataLoader builds its own collate_fn; use '
                             'torch_geometric.loader.DataLoader for another')
         super().__init__(dataset, batch_size, shuffle, follow_batch,
                          exclude_keys, **kwargs)
-        self.collate_fn = LayoutCollater(self.collate_fn)
+        self.collate_fn = LayoutCollater(self.collate_fn,
+                                         layout_dtype=layout_dtype)

@@ -20,15 +20,16 @@ Spec names -> code names: ``-eta`` -> ``log_sibling_mass``, ``-phi`` ->
 from __future__ import annotations
 
 import math
+import warnings
 from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ..layout import LevelLayout, TreeLayout, tree_layout
-from ._levels import (add_family_sums, from_parents, level_rows, read_leaves,
-                      read_nodes, slot_mask, subtree_sums, to_nodes)
+from ..layout import LevelLayout, TreeLayout, attention_dtype, tree_layout
+from ._levels import (add_family_sums, from_parents, per_slot, read_levels,
+                      subtree_sums, to_nodes)
 
 __all__ = ['hsa_attention', 'hsa_log_partition']
 
@@ -90,71 +91,52 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
     included); the output has the inputs' dtype.
     """
     _check_inputs(query, key, value, pos)
-    layout = _resolve_layout(query, edge_index, num_nodes, layout)
     dtype = _compute_dtype(query, key, value)
-    scale = 1.0 / math.sqrt(query.size(-1))
-    heads = query.size(1)
-    p = None if pos is None else (pos.unsqueeze(1) if pos.dim() == 2
-                                  else pos).to(dtype)       # (N, H|1, P)
+    layout = _resolve_layout(query, edge_index, num_nodes, layout, dtype)
+    channels = query.size(-1)
+    scale = 1.0 / math.sqrt(channels)
 
-    # 1. up: mean query, key and value of the leaves below every slot.
-    rows = level_rows(layout, heads)   # node rows <-> level slots, per head
-    leaf_q, leaf_k, leaf_v = (read_leaves(t, layout, dtype, rows)  # (H, S, C)
-                              for t in (query, key, value))
-    mean_q, mean_k, mean_v = (_means(subtree_sums(leaf, layout), layout)
-                              for leaf in (leaf_q, leaf_k, leaf_v))
-    pos_levels = None if p is None else read_nodes(
-        p, layout, rows if p.size(1) == heads else None)
+    # 1. up: mean query, key and value of the leaves below every slot, read
+    # as one [N, H, 2C + Cv] tensor (one gather, one sum per level).
+    leaf_qkv = read_levels(torch.cat([query, key, value], -1).to(dtype),
+                           layout)                           # (H, S, 2C+Cv)
+    mean_qkv = _means(subtree_sums(leaf_qkv, layout), layout)
+    pos_levels = _read_pos(pos, layout, dtype)
 
     # 2. families: sibling softmax (-eta) and sibling mixture (vt).
-    log_sibling_mass, sibling_value = [], []
-    for depth, level in enumerate(layout.levels):
-        mass, mixed = _sibling_softmax(
-            mean_q[depth], mean_k[depth], mean_v[depth],
-            None if pos_levels is None else pos_levels[depth], level, scale)
-        log_sibling_mass.append(mass)
-        sibling_value.append(mixed)
+    log_sibling_mass, sibling_value = zip(*(
+        _sibling_softmax(mean, p, level, channels, scale)
+        for mean, p, level in zip(mean_qkv, pos_levels, layout.levels)))
 
     # 3. up: free energies -phi and logZ, then mu and 1 - mu per slot.
-    self_logit = _self_logits(leaf_q, leaf_k, pos_levels, layout, scale) \
+    base = _self_logits(leaf_qkv, pos_levels, layout, channels, scale) \
         if include_self else None
-    log_inner_mass, log_partition = _free_energies(
-        log_sibling_mass, self_logit, layout, heads, dtype)
-    stay, leave = zip(*(_stick_breaking(*masses, level, include_self)
-                        for masses, level in zip(
-                            zip(log_inner_mass, log_sibling_mass,
-                                log_partition), layout.levels)))
+    _, stay, leave = _free_energies(base, log_sibling_mass, layout,
+                                    query.size(1), dtype, top=1)
 
     # 4. down: out(A) = out(pa) + reach(pa) * (1 - mu(A)) * vt(A), with
-    # reach(A) = reach(pa) * mu(A) the mass that reaches A from the root.
-    out_levels: List[Tensor] = []
+    # reach(A) = reach(pa) * mu(A) the mass that reaches A from the root;
+    # None stands for the roots' reach 1 and out 0.
+    out_levels: List[Optional[Tensor]] = []
     reach = out = None
     for depth, level in enumerate(layout.levels):
-        size = level.node.size(0)
-        if depth == 0:                            # roots: no siblings
-            reach = mean_q[0].new_ones(heads, size, 1)
-            out = mean_v[0].new_zeros(heads, size, mean_v[0].size(-1))
-        else:
-            reach_parent = from_parents(reach, level)         # (H, F, 1, 1)
-            out_parent = from_parents(out, level)             # (H, F, 1, Cv)
-            if stay[depth] is None:               # only children: pass on
-                reach = reach_parent.expand(-1, -1, level.family_size, -1)
-                out = out_parent.expand(-1, -1, level.family_size, -1)
-            else:
-                reach = reach_parent * _families(stay[depth], level)
-                out = torch.addcmul(
-                    out_parent, reach_parent * _families(leave[depth], level),
-                    _families(sibling_value[depth], level))
-            reach, out = reach.flatten(1, 2), out.flatten(1, 2)
+        if depth > 0:
+            reach, out = _descend(reach, out, stay[depth], leave[depth],
+                                  sibling_value[depth], level)
         if include_self:                          # theta_ii = reach(i)
-            out = torch.addcmul(out, reach, leaf_v[depth])   # 0 off leaves
+            own = leaf_qkv[depth][..., 2 * channels:]        # 0 off leaves
+            own = own if reach is None else own * reach
+            out = own if out is None else out + own
         out_levels.append(out)
 
     # Leaves keep their output; internal rows get the mean over their leaves.
-    out_levels = _means(subtree_sums(
-        [o * slot_mask(level.leaf, o).to(o.dtype)
-         for o, level in zip(out_levels, layout.levels)], layout), layout)
-    return to_nodes(out_levels, layout, rows).to(value.dtype)
+    leaf_out = [None if o is None else o * per_slot(level.leaf, o)
+                for o, level in zip(out_levels, layout.levels)]
+    if leaf_out[-1] is None:                   # one level, nothing to attend
+        leaf_out[-1] = leaf_qkv[-1].new_zeros(leaf_qkv[-1][..., 2 * channels:]
+                                              .shape)
+    out = to_nodes(_means(subtree_sums(leaf_out, layout), layout), layout)
+    return out.to(value.dtype)
 
 
 def hsa_log_partition(query: Tensor, key: Tensor,
@@ -180,221 +162,261 @@ def hsa_log_partition(query: Tensor, key: Tensor,
     :math:`-\infty`.
     """
     _check_inputs(query, key, None, pos)
-    layout = _resolve_layout(query, edge_index, num_nodes, layout)
     dtype = _compute_dtype(query, key)
-    scale = 1.0 / math.sqrt(query.size(-1))
-    p = None if pos is None else (pos.unsqueeze(1) if pos.dim() == 2
-                                  else pos).to(dtype)
-    leaf_q, leaf_k = (read_leaves(t, layout, dtype) for t in (query, key))
-    mean_q, mean_k = (_means(subtree_sums(leaf, layout), layout)
-                      for leaf in (leaf_q, leaf_k))
-    pos_levels = None if p is None else read_nodes(p, layout)
+    layout = _resolve_layout(query, edge_index, num_nodes, layout, dtype)
+    channels = query.size(-1)
+    scale = 1.0 / math.sqrt(channels)
+    leaf_qk = read_levels(torch.cat([query, key], -1).to(dtype), layout)
+    mean_qk = _means(subtree_sums(leaf_qk, layout), layout)
+    pos_levels = _read_pos(pos, layout, dtype)
     log_sibling_mass = [
-        _sibling_softmax(mean_q[d], mean_k[d], None,
-                         None if pos_levels is None else pos_levels[d],
-                         level, scale)[0]
-        for d, level in enumerate(layout.levels)]
-    self_logit = _self_logits(leaf_q, leaf_k, pos_levels, layout, scale) \
+        _sibling_softmax(mean, p, level, channels, scale)[0]
+        for mean, p, level in zip(mean_qk, pos_levels, layout.levels)]
+    base = _self_logits(leaf_qk, pos_levels, layout, channels, scale) \
         if include_self else None
-    inner, _ = _free_energies(log_sibling_mass, self_logit, layout,
-                              query.size(1), dtype)
-    if not include_self:
-        inner = [torch.where(slot_mask(level.multi_leaf, t), t, -math.inf)
-                 for t, level in zip(inner, layout.levels)]
-    return to_nodes(inner, layout).to(query.dtype)
+    inner, _, _ = _free_energies(base, log_sibling_mass, layout,
+                                 query.size(1), dtype, top=0)
+    inner = to_nodes(inner, layout).to(query.dtype)
+    if include_self:
+        return inner
+    # -phi of a one-leaf subtree is NO_INNER here: minus infinity.
+    return inner.masked_fill(layout.leaf_count.unsqueeze(1) < 2, -math.inf)
 
 
 # -- the steps ---------------------------------------------------------------
 
 def _means(sums: List[Tensor], layout: TreeLayout) -> List[Tensor]:
-    r"""Subtree sums -> means (leaves and padding are left as they are)."""
-    last = layout.num_levels - 1           # the deepest level: leaves only
-    return [t / slot_mask(level.count, t).to(t.dtype) if depth < last
-            else t for depth, (t, level) in enumerate(zip(sums,
-                                                          layout.levels))]
+    r"""Subtree sums -> means (the deepest level holds only leaves)."""
+    last = layout.num_levels - 1
+    return [t / per_slot(level.count, t) if depth < last else t
+            for depth, (t, level) in enumerate(zip(sums, layout.levels))]
 
 
-def _sibling_softmax(mean_q: Tensor, mean_k: Tensor, mean_v: Optional[Tensor],
-                     pos: Optional[Tensor], level: LevelLayout, scale: float
+def _read_pos(pos: Optional[Tensor], layout: TreeLayout,
+              dtype: torch.dtype) -> List[Optional[Tensor]]:
+    r"""Per level ``[H | 1, S, P]`` sibling positions (every node's row),
+    or :obj:`None` per level without positions."""
+    if pos is None:
+        return [None] * layout.num_levels
+    pos = pos.unsqueeze(1) if pos.dim() == 2 else pos       # (N, H | 1, P)
+    return read_levels(pos.to(dtype), layout, leaves_only=False)
+
+
+def _sibling_softmax(mean: Tensor, pos: Optional[Tensor], level: LevelLayout,
+                     channels: int, scale: float
                      ) -> Tuple[Optional[Tensor], Optional[Tensor]]:
-    r"""Step 2 for one level: ``[H, S]`` log sibling masses
-    ``-eta(A) = logsumexp_C s(A->C) + log n(C)`` and ``[H, S, Cv]`` sibling
-    mixtures ``vt(A)``; ``(None, None)`` for a level of only children."""
-    num_families, size = level.num_families, level.family_size
+    r"""Step 2 for one level, from its ``[H, S, 2C (+ Cv)]`` mean query, key
+    (and value): ``[H, S]`` log sibling masses ``-eta(A) = logsumexp_C
+    s(A->C) + log n(C)`` and ``[H, S, Cv]`` sibling mixtures ``vt(A)``
+    (:obj:`None` without values); ``(None, None)`` for a level of only
+    children."""
+    size = level.family_size
     if size == 1:
         return None, None
-    heads = mean_q.size(0)
-    bias = level.key_bias.to(mean_q.dtype)             # (F, 1, B): log n(C)
+    mean = mean.contiguous()   # the deepest level is a view of the gather
+    bias = level.key_bias.to(mean.dtype)               # (F, 1, B): log n(C)
     if pos is not None:                                # + eps_A . eps_C
         p = pos.reshape(-1, size, pos.size(-1))
         bias = bias + torch.bmm(p, p.transpose(1, 2)).view(
-            -1, num_families, size, size)
-
-    def families(t: Tensor) -> Tensor:                 # (H, F, B, C)
-        return t.view(heads, num_families, size, t.size(-1))
-
+            -1, level.num_families, size, size)
     mass, mixed = _SiblingSoftmax.apply(
-        families(mean_q), families(mean_k),
-        None if mean_v is None else families(mean_v), bias, scale)
+        mean.unflatten(1, (level.num_families, size)), bias, channels, scale)
     return mass.flatten(1), None if mixed is None else mixed.flatten(1, 2)
 
 
-def _sibling_logits(q: Tensor, k: Tensor, bias: Tensor,
-                    scale: float) -> Tensor:
-    r"""``[H, F, B, B]`` logits ``scale q.k + bias``, the diagonal masked."""
-    heads, families, size, channels = q.shape
-    bias = bias.expand(heads, families, -1, size).reshape(
-        heads * families, -1, size)              # (H * F, 1 | B, B), small
-    logits = torch.baddbmm(bias, q.reshape(-1, size, channels),
-                           k.reshape(-1, size, channels).transpose(1, 2),
-                           alpha=scale).view(heads, families, size, size)
-    # A is no sibling of A. -1e30 is layout.MASKED, written out: a global
-    # read inside an autograd.Function trips dynamo (torch 2.13).
-    logits.diagonal(0, -2, -1).fill_(-1e30)
-    return logits
-
-
 class _SiblingSoftmax(torch.autograd.Function):
-    r"""Masked softmax among siblings: ``(logsumexp, softmax @ v)``. It saves
-    the ``[H, F, B, B]`` weights alone (written over the logits): autograd
-    would also keep the logits, and logsumexp's and the bias's copies."""
+    r"""Masked softmax among siblings, from a level's ``[H, F, B, 2C (+ Cv)]``
+    mean query | key (| value): ``(logsumexp, softmax @ v)``. It saves the
+    ``[H, F, B, B]`` weights alone (written over the logits): autograd would
+    also keep the logits, and logsumexp's and the bias's copies."""
 
     @staticmethod
-    def forward(ctx, q, k, v, bias, scale):
-        logits = _sibling_logits(q, k, bias, scale)
-        top = logits.amax(-1, keepdim=True)
-        weights = logits.sub_(top).exp_()                  # (H, F, B, B)
-        total = weights.sum(-1, keepdim=True)
-        weights.div_(total)
-        mass = (top + total.log()).squeeze(-1)             # logsumexp
+    def forward(ctx, qkv, bias, channels, scale):
+        heads, families, size, _ = qkv.shape
+        q, k, v = qkv[..., :channels], qkv[..., channels:2 * channels], \
+            qkv[..., 2 * channels:]
+        logits = torch.baddbmm(
+            bias.expand(heads, families, -1, size).contiguous().view(
+                heads * families, -1, size),     # (H * F, 1 | B, B), small
+            q.reshape(-1, size, channels),
+            k.reshape(-1, size, channels).transpose(1, 2), alpha=scale)
+        # A is no sibling of A. -1e32 is layout.NO_KEY, written out: a global
+        # read inside an autograd.Function trips dynamo (torch 2.13).
+        logits.diagonal(0, -2, -1).fill_(-1e32)
+        mass = torch.logsumexp(logits, -1, keepdim=True)
+        weights = logits.sub_(mass).exp_()                 # (H * F, B, B)
+        mass = mass.view(heads, families, size)
         mixed = None
-        if v is not None:
-            size = q.size(2)
-            mixed = torch.bmm(weights.view(-1, size, size),
-                              v.reshape(-1, size, v.size(-1))).view(v.shape)
-        ctx.save_for_backward(q, k, v, weights)
-        ctx.scale = scale
-        ctx.bias_shape = bias.shape
+        if v.size(-1) > 0:
+            mixed = torch.bmm(weights, v.reshape(-1, size, v.size(-1))).view(
+                v.shape)
+        ctx.save_for_backward(qkv, weights)
+        ctx.channels, ctx.scale, ctx.bias_shape = channels, scale, bias.shape
         return mass, mixed
 
     @staticmethod
     @once_differentiable            # double backward raises a clear error
     def backward(ctx, grad_mass, grad_mixed):
-        q, k, v, weights = ctx.saved_tensors
-        size = q.size(2)
-        flat = weights.view(-1, size, size)
-        grad_v = grad_logits = None
-        if grad_mixed is not None:
-            g = grad_mixed.reshape(-1, size, grad_mixed.size(-1))
-            grad_v = torch.bmm(flat.transpose(1, 2), g).view(v.shape)
-            grad_weights = torch.bmm(g, v.reshape(-1, size, v.size(-1))
-                                     .transpose(1, 2)).view(weights.shape)
-            grad_logits = torch._softmax_backward_data(
-                grad_weights, weights, -1, weights.dtype)
+        qkv, weights = ctx.saved_tensors
+        channels, size = ctx.channels, qkv.size(2)
+        q, k, v = qkv[..., :channels], qkv[..., channels:2 * channels], \
+            qkv[..., 2 * channels:]
+        grads, grad_logits = [], None
+        if v.size(-1) > 0:
+            if grad_mixed is None:
+                grad_v = torch.zeros_like(v)
+            else:
+                g = grad_mixed.reshape(-1, size, v.size(-1))
+                grad_v = torch.bmm(weights.transpose(1, 2), g).view(v.shape)
+                grad_weights = torch.bmm(g, v.reshape(-1, size, v.size(-1))
+                                         .transpose(1, 2))
+                grad_logits = torch._softmax_backward_data(
+                    grad_weights, weights, -1, weights.dtype)
+            grads.append(grad_v)
         if grad_mass is not None:                # d logsumexp = softmax
-            grad_logits = weights * grad_mass.unsqueeze(-1) \
-                if grad_logits is None else grad_logits.addcmul_(
-                    weights, grad_mass.unsqueeze(-1))
+            grad_mass = grad_mass.reshape(-1, size, 1)
+            grad_logits = weights * grad_mass if grad_logits is None \
+                else grad_logits.addcmul_(weights, grad_mass)
         if grad_logits is None:
-            return None, None, grad_v, None, None
-        grad_bias = grad_logits.sum_to_size(ctx.bias_shape) \
-            if ctx.needs_input_grad[3] else None
-        grad_logits = grad_logits.view(-1, size, size)
-        channels = q.size(-1)             # scaled after the bmm: B x C < B x B
+            grad_logits = torch.zeros_like(weights)
+        grad_bias = None
+        if ctx.needs_input_grad[1]:           # positions: bias = eps . eps
+            grad_bias = grad_logits.view(qkv.shape[:2] + (size, size)) \
+                .sum_to_size(ctx.bias_shape)
+            grad_logits = grad_logits * ctx.scale  # grad_bias may be a view
+        else:
+            grad_logits = grad_logits.mul_(ctx.scale)
         grad_q = torch.bmm(grad_logits, k.reshape(-1, size, channels))
         grad_k = torch.bmm(grad_logits.transpose(1, 2),
                            q.reshape(-1, size, channels))
-        return (grad_q.mul_(ctx.scale).view(q.shape),
-                grad_k.mul_(ctx.scale).view(k.shape), grad_v, grad_bias, None)
+        grads = [grad_q.view(q.shape), grad_k.view(k.shape)] + grads
+        return torch.cat(grads, -1), grad_bias, None, None
 
 
-def _free_energies(log_sibling_mass: List[Optional[Tensor]],
-                   self_logit: Optional[List[Tensor]],
-                   layout: TreeLayout, heads: int, dtype: torch.dtype
-                   ) -> Tuple[List[Tensor], List[Tensor]]:
-    r"""Step 3, bottom-up, per level ``[H, S]``: ``-phi(A)`` (a leaf's self
-    logit, an inner node's n-weighted sum of its children's ``logZ``) and
-    ``logZ(A) = logaddexp(-phi(A), -eta(A))``.
+def _free_energies(base: Optional[List[Tensor]],
+                   log_sibling_mass: List[Optional[Tensor]],
+                   layout: TreeLayout, heads: int, dtype: torch.dtype,
+                   top: int) -> Tuple[List[Tensor], List[Optional[Tensor]],
+                              List[Optional[Tensor]]]:
+    r"""Step 3, bottom-up from the deepest level to level :obj:`top`, per
+    level ``[H, S]``: ``-phi(A)`` (:obj:`base`, the leaves' self logits, or
+    the layout's ``inner_base`` without self-attention, plus an inner node's
+    sum of its children's ``n(B) / n(A) logZ(B)``), ``logZ(A) =
+    logaddexp(-phi(A), -eta(A))``, and the stick-breaking factors
+    ``mu(A) = exp(-phi - logZ)`` (stay) and ``1 - mu(A) = exp(-eta - logZ)``
+    (leave) as ``[H, S, 1]`` (:obj:`None` on a level of only children:
+    ``mu = 1``).
 
-    Structurally infinite masses (``-phi`` of a single-leaf subtree without
-    self-attention, ``-eta`` of a node without siblings) are replaced by 0
-    here (``-eta`` is about ``MASKED``) and masked where they are used
-    (:func:`_stick_breaking`), so no arithmetic ever sees an infinity: no
-    NaN, forward or backward. A parent sums a child whose ``logZ`` is such a
-    stand-in only when its own ``-phi`` is infinite too."""
+    No masks: the layout's stand-ins for minus infinity (``NO_INNER`` for
+    the ``-phi`` of a one-leaf subtree without self-attention, ``NO_KEY``
+    for a missing key, so that ``-eta`` of a node without siblings is about
+    ``NO_KEY``) make ``mu`` and ``1 - mu`` come out exactly 0 or 1 where the
+    paper's are, with no infinity anywhere (no NaN, forward or backward)."""
+    levels = layout.levels
     inner: List[Optional[Tensor]] = [None] * layout.num_levels
-    partition: List[Optional[Tensor]] = [None] * layout.num_levels
-    for depth in range(layout.num_levels - 1, -1, -1):
-        level = layout.levels[depth]
-        # Leaves: their self logit (0 without self-attention); inner nodes:
-        # sum_B n(B) logZ(B) / n(A) (a leaf's n is 1).
-        log_inner = self_logit[depth] if self_logit is not None else \
-            torch.zeros(heads, level.node.size(0), dtype=dtype,
-                        device=level.node.device)
-        if depth + 1 < layout.num_levels:
-            below = layout.levels[depth + 1]
-            log_inner = add_family_sums(
-                log_inner, partition[depth + 1] * below.count.to(dtype),
-                below) / level.count.to(dtype)
-        log_z = log_inner
-        mass = log_sibling_mass[depth]     # ~MASKED without siblings
+    stay: List[Optional[Tensor]] = [None] * layout.num_levels
+    leave: List[Optional[Tensor]] = [None] * layout.num_levels
+    log_z = None
+    for depth in range(layout.num_levels - 1, top - 1, -1):
+        level = levels[depth]
+        phi = base[depth] if base is not None else \
+            level.inner_base.to(dtype).expand(heads, -1)
+        if log_z is not None:                    # + the children's logZ
+            below = levels[depth + 1]
+            # (contiguous: inductor gets index_add on an expanded tensor
+            # wrong, torch 2.13)
+            phi = add_family_sums(phi.contiguous(), log_z, below,
+                                  below.child_weight)
+        mass = log_sibling_mass[depth]
+        log_z = phi
         if mass is not None:
-            both = torch.logaddexp(log_inner, mass)
-            if self_logit is None:
-                both = torch.where(level.multi_leaf, both, mass)
-            log_z = torch.where(level.has_siblings, both, log_inner)
-        inner[depth], partition[depth] = log_inner, log_z
-    return inner, partition
+            log_z, mu, one_minus_mu = _StickBreaking.apply(phi, mass)
+            stay[depth] = mu.unsqueeze(-1)
+            leave[depth] = one_minus_mu.unsqueeze(-1)
+        inner[depth] = phi
+    return inner, stay, leave
 
 
-def _stick_breaking(log_inner_mass: Tensor, log_sibling_mass: Optional[Tensor],
-                    log_partition: Tensor, level: LevelLayout,
-                    include_self: bool
-                    ) -> Tuple[Optional[Tensor], Optional[Tensor]]:
-    r"""``mu(A)`` (stay) and ``1 - mu(A)`` (leave) per slot, ``[H, S, 1]``;
-    ``None`` for a level of only children (``mu = 1``)."""
-    if log_sibling_mass is None:
-        return None, None
-    sib = level.has_siblings
-    stay = torch.exp(log_inner_mass - log_partition)
-    if not include_self:                 # -phi = -inf: nothing stays inside
-        stay = stay.masked_fill(~level.multi_leaf, 0)
-    stay = stay.masked_fill(~sib, 1)
-    leave = torch.exp(log_sibling_mass - log_partition).masked_fill(~sib, 0)
-    return stay.unsqueeze(-1), leave.unsqueeze(-1)
+class _StickBreaking(torch.autograd.Function):
+    r"""``logZ = logaddexp(-phi, -eta)``, ``mu = exp(-phi - logZ)`` and
+    ``1 - mu = exp(-eta - logZ)``, from ``[H, S]`` ``-phi`` and ``-eta``. It
+    saves ``mu`` and ``1 - mu`` alone: autograd would keep ``-phi``,
+    ``-eta`` and ``logZ`` too (and take 16 operations to differentiate)."""
+
+    @staticmethod
+    def forward(ctx, phi, mass):
+        log_z = torch.logaddexp(phi, mass)
+        stay, leave = (phi - log_z).exp_(), (mass - log_z).exp_()
+        ctx.save_for_backward(stay, leave)
+        ctx.set_materialize_grads(False)
+        return log_z, stay, leave
+
+    @staticmethod
+    @once_differentiable            # double backward raises a clear error
+    def backward(ctx, grad_log_z, grad_stay, grad_leave):
+        # d logZ = mu d(-phi) + (1 - mu) d(-eta);
+        # d mu = -d(1 - mu) = mu (1 - mu) (d(-phi) - d(-eta)).
+        stay, leave = ctx.saved_tensors
+        grad_phi = grad_mass = None
+        if grad_stay is not None or grad_leave is not None:
+            grad = grad_leave.neg() if grad_stay is None else grad_stay \
+                if grad_leave is None else grad_stay - grad_leave
+            grad_phi = grad * stay * leave
+            grad_mass = -grad_phi
+        if grad_log_z is not None:
+            grad_phi = grad_log_z * stay if grad_phi is None else \
+                torch.addcmul(grad_phi, grad_log_z, stay)
+            grad_mass = grad_log_z * leave if grad_mass is None else \
+                torch.addcmul(grad_mass, grad_log_z, leave)
+        return grad_phi, grad_mass
 
 
-def _self_logits(leaf_q: List[Tensor],
-                 leaf_k: List[Tensor],
-                 pos: Optional[List[Tensor]], layout: TreeLayout,
+def _descend(reach: Optional[Tensor], out: Optional[Tensor],
+             stay: Optional[Tensor], leave: Optional[Tensor],
+             mixed: Optional[Tensor], level: LevelLayout
+             ) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    r"""Step 4 for one level: its slots' ``[H, S, 1]`` reach and
+    ``[H, S, Cv]`` output from their parents' (:obj:`None`: reach 1, out 0,
+    not materialised)."""
+    size = level.family_size
+    reach_parent = None if reach is None else from_parents(reach, level)
+    out_parent = None if out is None else from_parents(out, level)
+    if stay is None:                             # only children: pass on
+        return tuple(None if t is None else
+                     t.expand(-1, -1, size, -1).flatten(1, 2)
+                     for t in (reach_parent, out_parent))
+    stay, leave, mixed = (t.unflatten(1, (level.num_families, size))
+                          for t in (stay, leave, mixed))
+    if reach_parent is not None:
+        stay, leave = reach_parent * stay, reach_parent * leave
+    out = leave * mixed if out_parent is None else \
+        torch.addcmul(out_parent, leave, mixed)
+    return stay.flatten(1, 2), out.flatten(1, 2)
+
+
+def _self_logits(leaf_qk: List[Tensor], pos: List[Optional[Tensor]],
+                 layout: TreeLayout, channels: int,
                  scale: float) -> List[Tensor]:
     r"""``q_i . k_i / sqrt(d) + eps_i . eps_i`` per level, ``[H, S]``, 0 off
-    the leaves."""
+    the leaves (their query and key rows are zeros)."""
     logits = []
-    for depth, (q, k) in enumerate(zip(leaf_q, leaf_k)):
-        logit = (q * k).sum(-1) * scale
-        if pos is not None:
-            logit = logit + pos[depth].square().sum(-1).masked_fill(
-                ~layout.levels[depth].leaf, 0)
+    for t, p, level in zip(leaf_qk, pos, layout.levels):
+        logit = (t[..., :channels] * t[..., channels:2 * channels]).sum(-1) \
+            * scale
+        if p is not None:
+            logit = logit + p.square().sum(-1) * per_slot(level.leaf, logit)
         logits.append(logit)
     return logits
 
 
 # -- helpers -----------------------------------------------------------------
 
-def _families(t: Tensor, level: LevelLayout) -> Tensor:
-    r"""``[H, S, *]`` -> ``[H, F, B, *]`` (a view)."""
-    return t.unflatten(1, (level.num_families, level.family_size))
-
-
 def _compute_dtype(*tensors: Tensor) -> torch.dtype:
     dtype = tensors[0].dtype
-    for t in tensors[1:]:
-        dtype = torch.promote_types(dtype, t.dtype)
-    # Half inputs: sums, logits and masses in float32 (a subtree's sum of
-    # float16 values overflows past 65,504).
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) \
-        else dtype
+    for t in tensors[1:]:      # (promote_types is an ATen call: only if needed)
+        dtype = dtype if t.dtype == dtype else torch.promote_types(dtype,
+                                                                    t.dtype)
+    return attention_dtype(dtype)
 
 
 def _check_inputs(query: Tensor, key: Tensor, value: Optional[Tensor],
@@ -436,14 +458,21 @@ def _check_inputs(query: Tensor, key: Tensor, value: Optional[Tensor],
 
 
 def _resolve_layout(query: Tensor, edge_index: Optional[Tensor],
-                    num_nodes: Optional[int],
-                    layout: Optional[TreeLayout]) -> TreeLayout:
+                    num_nodes: Optional[int], layout: Optional[TreeLayout],
+                    dtype: torch.dtype) -> TreeLayout:
     if layout is None:
         if edge_index is None:
             raise ValueError('Pass either edge_index or layout')
         if num_nodes is None:
             num_nodes = query.size(0)
-        layout = tree_layout(edge_index, num_nodes, device=query.device)
+        layout = tree_layout(edge_index, num_nodes, device=query.device,
+                             dtype=dtype)
+    if torch.finfo(layout.dtype).eps > torch.finfo(dtype).eps:
+        warnings.warn(f'The layout stores its weights in {layout.dtype} but '
+                      f'the attention computes in {dtype}: log n(C) and '
+                      f'n(B)/n(A) enter in {layout.dtype} precision. Build it '
+                      f'with tree_layout(..., dtype={dtype}) or '
+                      f'DataLoader(..., layout_dtype={dtype}).')
     # Read off a tensor (not the int) so that dynamic shapes stay symbolic.
     if layout.node_slot.size(0) != query.size(0):
         raise ValueError(f'query has {query.size(0)} rows but the hierarchy '

@@ -13,8 +13,7 @@ from typing import Optional
 from torch import Tensor
 
 from ..layout import TreeLayout, tree_layout
-from ._levels import (from_parents, read_leaves, read_nodes, subtree_sums,
-                      to_nodes)
+from ._levels import from_parents, read_levels, subtree_sums, to_nodes
 
 __all__ = ['tree_upward', 'tree_downward']
 
@@ -63,17 +62,12 @@ def tree_upward(src: Tensor, edge_index: Optional[Tensor] = None, *,
         raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
     layout = _layout_for(src, edge_index, layout)
     x = src.unsqueeze(1)                                    # (N, 1, *)
-    if leaves_only:
-        sums = subtree_sums(read_leaves(x, layout, src.dtype), layout)
-    else:
-        sums = subtree_sums(read_nodes(x, layout), layout)
+    sums = subtree_sums(read_levels(x, layout, leaves_only), layout)
     out = to_nodes(sums, layout)[:, 0]
     if reduce == 'mean':
-        count = layout.leaf_count if leaves_only else subtree_sums(
+        count = layout.leaf_count if leaves_only else to_nodes(subtree_sums(
             [level.real.to(src.dtype).unsqueeze(0)
-             for level in layout.levels], layout)
-        if not leaves_only:
-            count = to_nodes(count, layout)[:, 0]
+             for level in layout.levels], layout), layout)[:, 0]
         out = out / count.to(out.dtype).view((-1, ) + (1, ) * (src.dim() - 1))
     return out
 
@@ -107,7 +101,8 @@ def tree_downward(src: Tensor, edge_index: Optional[Tensor] = None, *,
     x = src.unsqueeze(1)                                    # (N, 1, *)
     levels = []
     for depth, (level, own) in enumerate(zip(layout.levels,
-                                             read_nodes(x, layout))):
+                                             read_levels(x, layout,
+                                                         False))):
         if depth > 0:
             above = from_parents(levels[-1], level)         # (1, F, 1, *)
             own = own.unflatten(1, (level.num_families, level.family_size))

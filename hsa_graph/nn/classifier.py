@@ -6,7 +6,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from ..layout import TreeLayout, tree_layout
+from ..layout import TreeLayout, attention_dtype, tree_layout
 from .encoder import HSAEncoder
 from .pooling import leaf_mean_pool, pool_to_depth
 
@@ -68,7 +68,10 @@ class HierarchyClassifier(nn.Module):
         # here (one-off use).
         layout = getattr(data, 'layout', None)
         if not isinstance(layout, TreeLayout):
-            layout = tree_layout(data.edge_index, data.num_nodes)
+            layout = tree_layout(data.edge_index, data.num_nodes,
+                                 device=data.edge_index.device,
+                                 dtype=attention_dtype(next(
+                                     self.parameters()).dtype))
         batch = getattr(data, 'batch', None)
         num_graphs = getattr(data, 'num_graphs', 1) if batch is not None \
             else 1

@@ -12,7 +12,7 @@ from torch_geometric.nn.dense.linear import Linear
 
 from ..functional.attention import hsa_attention
 from ..functional.dense import hsa_attention_matrix
-from ..layout import TreeLayout, tree_layout
+from ..layout import TreeLayout, attention_dtype, tree_layout
 
 __all__ = ['HSAConv', 'AttentionWeights']
 
@@ -195,7 +195,8 @@ class HSAConv(torch.nn.Module):
             raise ValueError(f'pos must be [{x.size(0)}, {self.pos_channels}]'
                              f' (one row per node), got {list(pos.shape)}')
         if layout is None:
-            layout = tree_layout(edge_index, x.size(0), device=x.device)
+            layout = tree_layout(edge_index, x.size(0), device=x.device,
+                                 dtype=attention_dtype(x.dtype))
         query, key, value, pos_embedding = self.project(x, pos)
         out = hsa_attention(query, key, value, edge_index,
                             pos=pos_embedding, include_self=self.include_self,

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..functional import hsa_attention
-from ..layout import TreeLayout, tree_layout
+from ..layout import TreeLayout, attention_dtype, tree_layout
 from .positional import FamilyPositionEncoder, FamilySpec
 
 __all__ = ['HSAEncoderLayer', 'HSAEncoder']
@@ -214,7 +214,8 @@ class HSAEncoderLayer(nn.Module):
         if layout is None:
             if edge_index is None:
                 raise ValueError('Pass either edge_index or layout')
-            layout = tree_layout(edge_index, x.size(0))
+            layout = tree_layout(edge_index, x.size(0), device=x.device,
+                                 dtype=attention_dtype(x.dtype))
         if check_node_type:
             _check_node_type(node_type, self.num_node_types, x.size(0))
         if (pos_embedding is None) != (self.pos_proj is None):
@@ -336,7 +337,8 @@ class HSAEncoder(nn.Module):
             raise ValueError(f'x must be [N, {self.in_channels}], got '
                              f'{list(x.shape)}')
         if layout is None:
-            layout = tree_layout(edge_index, x.size(0))
+            layout = tree_layout(edge_index, x.size(0), device=x.device,
+                                 dtype=attention_dtype(x.dtype))
         pos_embedding = None
         if self.pos_encoder is not None:
             if pos is None:

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ..functional import hsa_attention
 from ..hierarchy import Hierarchy
-from ..layout import TreeLayout
+from ..layout import TreeLayout, attention_dtype
 from .builders import check_token_hierarchy, resolve_builder
 
 __all__ = ['patch_model', 'HSAPatch', 'find_self_attention_layers']
@@ -277,8 +277,9 @@ class HSAPatch:
         key_nodes = key.new_zeros(shape).index_copy_(0, leaf_nodes, key)
         value_nodes = value.new_zeros(shape).index_copy_(0, leaf_nodes, value)
         layout = context.layout
-        if layout.device != hidden_states.device:
-            layout = layout.to(hidden_states.device)
+        dtype = attention_dtype(hidden_states.dtype)
+        if layout.device != hidden_states.device or layout.dtype != dtype:
+            layout = layout.to(hidden_states.device, dtype)
         out_nodes = hsa_attention(query_nodes, key_nodes, value_nodes,
                                   include_self=True, layout=layout)
         # Padding rows get zeros (finite; the model never reads them).
