@@ -64,7 +64,10 @@ class LevelLayout:
 
     Attributes:
         node (Tensor): ``[F * B]`` node id of each slot; ``N`` (one past
-            the last node) for padding.
+            the last node: nothing to read) for padding.
+        leaf_node (Tensor): ``[F * B]`` as :obj:`node`, but ``N`` at inner
+            nodes too: reading through it reads leaf rows and zeros (an inner
+            node's row, NaN or not, never enters).
         real (Tensor): ``[F * B]`` bool, the slot holds a node (not padding).
         leaf (Tensor): ``[F * B]`` float, 1 at leaf slots, else 0.
         count (Tensor): ``[F * B]`` float :math:`n(A)`, the number of leaves
@@ -81,6 +84,7 @@ class LevelLayout:
             above (empty for level 0).
     """
     node: Tensor
+    leaf_node: Tensor
     real: Tensor
     leaf: Tensor
     count: Tensor
@@ -105,8 +109,8 @@ class TreeLayout:
     :class:`hsa_graph.loader.DataLoader` build it in its workers); move it
     with :meth:`to` (``batch.to(device)`` moves a batch's layout too).
 
-    The levels' slots laid end to end (level 0 first) number ``S``; the
-    passes read node rows into them, and write them back, with one gather.
+    The passes read node rows into the levels' slots, and write them back,
+    with one gather each way (``functional/_levels.py``).
 
     Attributes:
         num_nodes (int): number of nodes :math:`N`.
@@ -114,11 +118,11 @@ class TreeLayout:
         depth (Tensor): ``[N]`` depth (roots: 0).
         is_leaf (Tensor): ``[N]`` bool.
         leaf_count (Tensor): ``[N]`` float :math:`n(A)`.
-        node_slot (Tensor): ``[N]`` each node's slot among all ``S``.
-        slot_node (Tensor): ``[S]`` each slot's node id, ``N`` on padding.
-        slot_leaf (Tensor): ``[S]`` as :obj:`slot_node`, but ``N`` at
-            inner nodes too: reading through it reads leaf rows and zeros
-            (an inner node's row, NaN or not, never enters).
+        node_slot (Tensor): ``[N]`` each node's slot within its level.
+        node_level_start (Tensor): ``[N]`` the number of slots of the levels
+            above the node's.
+        node_level_slots (Tensor): ``[N]`` the number of slots of the node's
+            level.
         levels (list): one :class:`LevelLayout` per depth.
         num_trees (int): number of roots.
     """
@@ -128,8 +132,8 @@ class TreeLayout:
     is_leaf: Tensor
     leaf_count: Tensor
     node_slot: Tensor
-    slot_node: Tensor
-    slot_leaf: Tensor
+    node_level_start: Tensor
+    node_level_slots: Tensor
     levels: List[LevelLayout]
     num_trees: int
 
@@ -294,8 +298,9 @@ def _build(parent: Tensor) -> TreeLayout:
                            num_families=num_families, parent_slot=parent_slot))
 
     out: List[LevelLayout] = []
-    slot_node = []
     offset = 0
+    level_start = torch.empty(num_nodes, dtype=torch.long)
+    level_slots = torch.empty(num_nodes, dtype=torch.long)
     for d, info in enumerate(levels):
         nodes, size = info['nodes'], info['size']
         num_slots = info['num_families'] * size
@@ -312,24 +317,21 @@ def _build(parent: Tensor) -> TreeLayout:
         leaf = per_slot(is_leaf, False)
         weight = count / per_slot(leaf_count[parent.clamp(min=0)], 1.)
         out.append(LevelLayout(
-            node=node, real=count > 0, leaf=leaf.double(),
+            node=node, leaf_node=torch.where(leaf, node, num_nodes),
+            real=count > 0, leaf=leaf.double(),
             count=count.clamp(min=1),
             child_weight=weight if d > 0 else torch.zeros_like(count),
             inner_base=leaf.double() * NO_INNER,
             key_bias=torch.where(count > 0, count.clamp(min=1).log(),
                                  NO_KEY).view(-1, 1, size),
             parent_slot=info['parent_slot']))
-        slot[nodes] += offset
-        slot_node.append(node)
+        level_start[nodes] = offset
+        level_slots[nodes] = num_slots
         offset += num_slots
-    slot_node = torch.cat(slot_node)
-    leaf_row = torch.where(is_leaf, torch.arange(num_nodes), num_nodes)
-    slot_leaf = torch.cat([leaf_row, leaf_row.new_full((1, ), num_nodes)]
-                          )[slot_node]
     return TreeLayout(num_nodes=num_nodes, parent=parent, depth=depth,
                       is_leaf=is_leaf, leaf_count=leaf_count,
-                      node_slot=slot, slot_node=slot_node,
-                      slot_leaf=slot_leaf, levels=out,
+                      node_slot=slot, node_level_start=level_start,
+                      node_level_slots=level_slots, levels=out,
                       num_trees=int((~is_child).sum()))
 
 

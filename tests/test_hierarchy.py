@@ -100,10 +100,11 @@ def test_layout_levels_and_families():
     assert level.child_weight.tolist() == [1 / 3] * 3 + [1 / 2] * 2 + [0]
     assert layout.levels[1].child_weight.tolist() == [3 / 5, 2 / 5]
     assert level.inner_base.tolist() == [-1e30] * 5 + [0]
-    # Slots of all levels end to end: 1 + 2 + 6.
-    assert layout.node_slot.tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
-    assert layout.slot_node.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8]
-    assert layout.slot_leaf.tolist() == [8, 8, 8, 3, 4, 5, 6, 7, 8]
+    assert level.leaf_node.tolist() == [3, 4, 5, 6, 7, 8]
+    assert layout.levels[1].leaf_node.tolist() == [8, 8]
+    assert layout.node_slot.tolist() == [0, 0, 1, 0, 1, 2, 3, 4]
+    assert layout.node_level_start.tolist() == [0, 1, 1, 3, 3, 3, 3, 3]
+    assert layout.node_level_slots.tolist() == [1, 2, 2, 6, 6, 6, 6, 6]
     bias = level.key_bias.view(2, 3)
     assert bias[1, 2] < -1e31 and (bias[:, :2] == 0).all()   # log n = 0
     assert layout.levels[1].key_bias.flatten().tolist() == [math.log(3),

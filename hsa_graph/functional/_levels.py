@@ -1,10 +1,12 @@
 r"""Moving per-node tensors along a :class:`~hsa_graph.layout.TreeLayout`'s
 levels: the primitives every pass is made of.
 
-Per-level tensors are ``[H, S, *]`` (a head or batch dimension first, then the
-level's ``S = F * B`` slots), so a level's families are the view
-``[H, F, B, *]``. Node order and the levels' slots are exchanged with one
-gather each way, through indices the layout stores.
+Per-level tensors are head-major ``[H, S, *]`` (a head or batch dimension
+first, then the level's ``S = F * B`` slots, padded families of ``B``), so a
+level's families are the free view ``[H, F, B, *]`` and ``[H * F, B, *]``
+blocks for ``bmm``. Node order and the levels' slots are exchanged with one
+gather each way, whose row indices for ``H`` heads come from the layout's
+per-slot node ids in a few small integer operations.
 """
 from __future__ import annotations
 
@@ -16,35 +18,56 @@ from torch import Tensor
 from ..layout import LevelLayout, TreeLayout
 
 
-def read_levels(x: Tensor, layout: TreeLayout,
+def read_levels(parts: List[Tensor], layout: TreeLayout,
                 leaves_only: bool = True) -> List[Tensor]:
-    r"""The rows of :obj:`x` (``[N, H, *]``) at every level's slots, each
-    ``[H, S, *]``: leaf rows and zeros elsewhere (inner nodes' rows are never
-    read), or with :obj:`leaves_only` :obj:`False` every node's row (zeros on
-    padding). One gather for all levels; the levels are views of it."""
-    padded = torch.nn.functional.pad(x, (0, 0) * (x.dim() - 1) + (0, 1))
-    index = layout.slot_leaf if leaves_only else layout.slot_node
-    rows = padded.index_select(0, index).transpose(0, 1)      # (H, S_all, *)
-    sizes = [level.node.size(0) for level in layout.levels]
-    return list(rows.split(sizes, 1))
+    r"""The rows of the :obj:`parts` (each ``[N, H, *]``, such as query, key
+    and value) at every level's slots, each level ``[P * H, S, *]`` (part
+    by part, head by head): leaf rows and zeros elsewhere (inner nodes' rows
+    are never read), or with :obj:`leaves_only` :obj:`False` every node's
+    row (zeros on padding). One gather for all levels; each level comes out
+    contiguous."""
+    num_nodes, heads = layout.num_nodes, parts[0].size(1)
+    # Each part followed by a zero row (node id N: nothing to read there).
+    zero = parts[0].new_zeros((1, ) + parts[0].shape[1:])
+    rows = torch.cat([t for part in parts for t in (part, zero)])
+    # Row (p * (N + 1) + n) * H + h for part p, head h and slot s of node n.
+    start = torch.add(torch.arange(heads, device=layout.device),
+                      torch.arange(len(parts), device=layout.device
+                                   ).unsqueeze(1),
+                      alpha=(num_nodes + 1) * heads).unsqueeze(-1)
+    index = torch.cat([
+        torch.add(start, (level.leaf_node if leaves_only
+                          else level.node), alpha=heads).flatten()
+        for level in layout.levels])
+    flat = rows.flatten(0, 1).index_select(0, index)
+    return [t.view((len(parts) * heads, -1) + rows.shape[2:])
+            for t in flat.split([level.node.size(0) * heads * len(parts)
+                                 for level in layout.levels])]
 
 
 def to_nodes(levels: List[Tensor], layout: TreeLayout) -> Tensor:
     r"""Per-level ``[H, S, *]`` -> ``[N, H, *]`` in node order (one gather
-    from the levels laid end to end; the result is a transposed view)."""
-    return torch.cat(levels, 1).index_select(1, layout.node_slot) \
-        .transpose(0, 1)
+    from the levels laid end to end)."""
+    heads = levels[0].size(0)
+    head = torch.arange(heads, device=layout.device)
+    # Node n's row for head h: the levels above, then h * S + its slot.
+    slot = torch.addcmul(
+        torch.add(layout.node_slot, layout.node_level_start,
+                  alpha=heads).unsqueeze(1),
+        head.unsqueeze(0), layout.node_level_slots.unsqueeze(1)).flatten()
+    flat = torch.cat([t.flatten(0, 1) for t in levels])
+    return flat.index_select(0, slot).view((-1, heads) + levels[0].shape[2:])
 
 
 def family_sums(t: Tensor, level: LevelLayout,
                 weight: Optional[Tensor] = None) -> Tensor:
     r"""``[H, S, *]`` -> ``[H, F, *]``: each family's sum over its members,
-    optionally weighted by a per-slot ``[S]`` :obj:`weight` (a sum over the
+    optionally weighted by the per-slot ``[S]`` :obj:`weight` (a sum over the
     family dimension: sorted, deterministic, no atomics)."""
     blocks = t.unflatten(1, (level.num_families, level.family_size))
     if weight is not None:      # weighted as blocks: see subtree_sums
-        blocks = blocks * weight.to(t.dtype).view(
-            (1, ) + blocks.shape[1:3] + (1, ) * (t.dim() - 2))
+        blocks = blocks * per_slot(weight, t).unflatten(
+            1, (level.num_families, level.family_size))
     return blocks.sum(2)
 
 
@@ -69,9 +92,9 @@ def subtree_sums(rows: List[Optional[Tensor]],
         total = rows[depth]
         if families is not None:            # every level but the deepest
             if total is None:
-                total = families.new_zeros((families.size(0),
-                                            level.node.size(0)) +
-                                           families.shape[2:])
+                total = families.new_zeros(
+                    (families.size(0), level.node.size(0)) +
+                    families.shape[2:])
             total = total.index_add(1, layout.levels[depth + 1].parent_slot,
                                     families)
         # Summed as (H, F, B, *): the sum's backward (an expand) then adds to

@@ -28,8 +28,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..layout import LevelLayout, TreeLayout, attention_dtype, tree_layout
-from ._levels import (add_family_sums, from_parents, per_slot, read_levels,
-                      subtree_sums, to_nodes)
+from ._levels import (add_family_sums, from_parents, per_slot,
+                      read_levels, subtree_sums, to_nodes)
 
 __all__ = ['hsa_attention', 'hsa_log_partition']
 
@@ -93,26 +93,24 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
     _check_inputs(query, key, value, pos)
     dtype = _compute_dtype(query, key, value)
     layout = _resolve_layout(query, edge_index, num_nodes, layout, dtype)
-    channels = query.size(-1)
-    scale = 1.0 / math.sqrt(channels)
+    heads, scale = query.size(1), 1.0 / math.sqrt(query.size(-1))
 
     # 1. up: mean query, key and value of the leaves below every slot, read
-    # as one [N, H, 2C + Cv] tensor (one gather, one sum per level).
-    leaf_qkv = read_levels(torch.cat([query, key, value], -1).to(dtype),
-                           layout)                           # (H, S, 2C+Cv)
-    mean_qkv = _means(subtree_sums(leaf_qkv, layout), layout)
+    # as 3H heads of one [N, 3H, C] tensor (one gather, one sum per level).
+    leaf_qkv = read_levels(_parts(query, key, value, dtype), layout)
+    mean_qkv = _means(subtree_sums(leaf_qkv, layout), layout)  # (3H, S, C)
     pos_levels = _read_pos(pos, layout, dtype)
 
     # 2. families: sibling softmax (-eta) and sibling mixture (vt).
     log_sibling_mass, sibling_value = zip(*(
-        _sibling_softmax(mean, p, level, channels, scale)
+        _sibling_softmax(mean, p, level, heads, scale)
         for mean, p, level in zip(mean_qkv, pos_levels, layout.levels)))
 
     # 3. up: free energies -phi and logZ, then mu and 1 - mu per slot.
-    base = _self_logits(leaf_qkv, pos_levels, layout, channels, scale) \
+    base = _self_logits(leaf_qkv, pos_levels, layout, heads, scale) \
         if include_self else None
-    _, stay, leave = _free_energies(base, log_sibling_mass, layout,
-                                    query.size(1), dtype, top=1)
+    _, stay, leave = _free_energies(base, log_sibling_mass, layout, heads,
+                                    dtype, top=1)
 
     # 4. down: out(A) = out(pa) + reach(pa) * (1 - mu(A)) * vt(A), with
     # reach(A) = reach(pa) * mu(A) the mass that reaches A from the root;
@@ -124,7 +122,7 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
             reach, out = _descend(reach, out, stay[depth], leave[depth],
                                   sibling_value[depth], level)
         if include_self:                          # theta_ii = reach(i)
-            own = leaf_qkv[depth][..., 2 * channels:]        # 0 off leaves
+            own = leaf_qkv[depth][2 * heads:]                # 0 off leaves
             own = own if reach is None else own * reach
             out = own if out is None else out + own
         out_levels.append(out)
@@ -133,10 +131,10 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
     leaf_out = [None if o is None else o * per_slot(level.leaf, o)
                 for o, level in zip(out_levels, layout.levels)]
     if leaf_out[-1] is None:                   # one level, nothing to attend
-        leaf_out[-1] = leaf_qkv[-1].new_zeros(leaf_qkv[-1][..., 2 * channels:]
-                                              .shape)
+        leaf_out[-1] = leaf_qkv[-1][2 * heads:].new_zeros(
+            leaf_qkv[-1][2 * heads:].shape)
     out = to_nodes(_means(subtree_sums(leaf_out, layout), layout), layout)
-    return out.to(value.dtype)
+    return out[..., :value.size(-1)].to(value.dtype)
 
 
 def hsa_log_partition(query: Tensor, key: Tensor,
@@ -164,18 +162,17 @@ def hsa_log_partition(query: Tensor, key: Tensor,
     _check_inputs(query, key, None, pos)
     dtype = _compute_dtype(query, key)
     layout = _resolve_layout(query, edge_index, num_nodes, layout, dtype)
-    channels = query.size(-1)
-    scale = 1.0 / math.sqrt(channels)
-    leaf_qk = read_levels(torch.cat([query, key], -1).to(dtype), layout)
+    heads, scale = query.size(1), 1.0 / math.sqrt(query.size(-1))
+    leaf_qk = read_levels(_parts(query, key, None, dtype), layout)
     mean_qk = _means(subtree_sums(leaf_qk, layout), layout)
     pos_levels = _read_pos(pos, layout, dtype)
     log_sibling_mass = [
-        _sibling_softmax(mean, p, level, channels, scale)[0]
+        _sibling_softmax(mean, p, level, heads, scale)[0]
         for mean, p, level in zip(mean_qk, pos_levels, layout.levels)]
-    base = _self_logits(leaf_qk, pos_levels, layout, channels, scale) \
+    base = _self_logits(leaf_qk, pos_levels, layout, heads, scale) \
         if include_self else None
-    inner, _, _ = _free_energies(base, log_sibling_mass, layout,
-                                 query.size(1), dtype, top=0)
+    inner, _, _ = _free_energies(base, log_sibling_mass, layout, heads,
+                                 dtype, top=0)
     inner = to_nodes(inner, layout).to(query.dtype)
     if include_self:
         return inner
@@ -184,6 +181,19 @@ def hsa_log_partition(query: Tensor, key: Tensor,
 
 
 # -- the steps ---------------------------------------------------------------
+
+def _parts(query: Tensor, key: Tensor, value: Optional[Tensor],
+           dtype: torch.dtype) -> List[Tensor]:
+    r"""Query, key (and value) in :obj:`dtype`, read as ``2H | 3H`` heads of
+    one tensor, each ``[H, S, C']`` plane contiguous for ``bmm``. Zero
+    channels pad the narrower of query/key and value to a common width
+    ``C'`` (exact: they add nothing to a dot product, and the output's extra
+    channels are dropped)."""
+    parts = [query, key] + ([] if value is None else [value])
+    width = max(t.size(-1) for t in parts)
+    return [(t if t.size(-1) == width else torch.nn.functional.pad(
+        t, (0, width - t.size(-1)))).to(dtype) for t in parts]
+
 
 def _means(sums: List[Tensor], layout: TreeLayout) -> List[Tensor]:
     r"""Subtree sums -> means (the deepest level holds only leaves)."""
@@ -199,80 +209,79 @@ def _read_pos(pos: Optional[Tensor], layout: TreeLayout,
     if pos is None:
         return [None] * layout.num_levels
     pos = pos.unsqueeze(1) if pos.dim() == 2 else pos       # (N, H | 1, P)
-    return read_levels(pos.to(dtype), layout, leaves_only=False)
+    return read_levels([pos.to(dtype)], layout, leaves_only=False)
 
 
 def _sibling_softmax(mean: Tensor, pos: Optional[Tensor], level: LevelLayout,
-                     channels: int, scale: float
+                     heads: int, scale: float
                      ) -> Tuple[Optional[Tensor], Optional[Tensor]]:
-    r"""Step 2 for one level, from its ``[H, S, 2C (+ Cv)]`` mean query, key
+    r"""Step 2 for one level, from its ``[2H | 3H, S, C]`` mean query, key
     (and value): ``[H, S]`` log sibling masses ``-eta(A) = logsumexp_C
-    s(A->C) + log n(C)`` and ``[H, S, Cv]`` sibling mixtures ``vt(A)``
+    s(A->C) + log n(C)`` and ``[H, S, C]`` sibling mixtures ``vt(A)``
     (:obj:`None` without values); ``(None, None)`` for a level of only
     children."""
     size = level.family_size
     if size == 1:
         return None, None
-    mean = mean.contiguous()   # the deepest level is a view of the gather
     bias = level.key_bias.to(mean.dtype)               # (F, 1, B): log n(C)
     if pos is not None:                                # + eps_A . eps_C
         p = pos.reshape(-1, size, pos.size(-1))
         bias = bias + torch.bmm(p, p.transpose(1, 2)).view(
             -1, level.num_families, size, size)
     mass, mixed = _SiblingSoftmax.apply(
-        mean.unflatten(1, (level.num_families, size)), bias, channels, scale)
+        mean.view(-1, heads, level.num_families, size, mean.size(-1)), bias,
+        scale)
     return mass.flatten(1), None if mixed is None else mixed.flatten(1, 2)
 
 
 class _SiblingSoftmax(torch.autograd.Function):
-    r"""Masked softmax among siblings, from a level's ``[H, F, B, 2C (+ Cv)]``
-    mean query | key (| value): ``(logsumexp, softmax @ v)``. It saves the
+    r"""Masked softmax among siblings, from a level's ``[2 | 3, H, F, B, C]``
+    mean query, key (, value): ``(logsumexp, softmax @ v)``. It saves the
     ``[H, F, B, B]`` weights alone (written over the logits): autograd would
     also keep the logits, and logsumexp's and the bias's copies."""
 
     @staticmethod
-    def forward(ctx, qkv, bias, channels, scale):
-        heads, families, size, _ = qkv.shape
-        q, k, v = qkv[..., :channels], qkv[..., channels:2 * channels], \
-            qkv[..., 2 * channels:]
+    def forward(ctx, qkv, bias, scale):
+        _, heads, families, size, channels = qkv.shape
+        q, k = (t.reshape(-1, size, channels) for t in qkv[:2])
         logits = torch.baddbmm(
             bias.expand(heads, families, -1, size).contiguous().view(
                 heads * families, -1, size),     # (H * F, 1 | B, B), small
-            q.reshape(-1, size, channels),
-            k.reshape(-1, size, channels).transpose(1, 2), alpha=scale)
+            q, k.transpose(1, 2), alpha=scale)
         # A is no sibling of A. -1e32 is layout.NO_KEY, written out: a global
         # read inside an autograd.Function trips dynamo (torch 2.13).
         logits.diagonal(0, -2, -1).fill_(-1e32)
         mass = torch.logsumexp(logits, -1, keepdim=True)
         weights = logits.sub_(mass).exp_()                 # (H * F, B, B)
-        mass = mass.view(heads, families, size)
         mixed = None
-        if v.size(-1) > 0:
-            mixed = torch.bmm(weights, v.reshape(-1, size, v.size(-1))).view(
-                v.shape)
+        if qkv.size(0) == 3:
+            mixed = torch.bmm(weights, qkv[2].reshape(-1, size, channels))
+            mixed = mixed.view(heads, families, size, channels)
         ctx.save_for_backward(qkv, weights)
-        ctx.channels, ctx.scale, ctx.bias_shape = channels, scale, bias.shape
-        return mass, mixed
+        ctx.scale, ctx.bias_shape = scale, bias.shape
+        return mass.view(heads, families, size), mixed
 
     @staticmethod
     @once_differentiable            # double backward raises a clear error
     def backward(ctx, grad_mass, grad_mixed):
         qkv, weights = ctx.saved_tensors
-        channels, size = ctx.channels, qkv.size(2)
-        q, k, v = qkv[..., :channels], qkv[..., channels:2 * channels], \
-            qkv[..., 2 * channels:]
-        grads, grad_logits = [], None
-        if v.size(-1) > 0:
+        size, channels = qkv.size(3), qkv.size(4)
+        parts = [t.reshape(-1, size, channels) for t in qkv.unbind(0)]
+        q, k, v = parts[0], parts[1], parts[2] if len(parts) == 3 else None
+        # Each part's gradient is written into its plane: no concatenation.
+        grad = torch.empty_like(qkv)
+        grad_q, grad_k = (t.view(-1, size, channels) for t in grad[:2])
+        grad_logits = None
+        if v is not None:
+            grad_v = grad[2].view(-1, size, channels)
             if grad_mixed is None:
-                grad_v = torch.zeros_like(v)
+                grad_v.zero_()
             else:
-                g = grad_mixed.reshape(-1, size, v.size(-1))
-                grad_v = torch.bmm(weights.transpose(1, 2), g).view(v.shape)
-                grad_weights = torch.bmm(g, v.reshape(-1, size, v.size(-1))
-                                         .transpose(1, 2))
+                g = grad_mixed.reshape(-1, size, channels)
+                torch.bmm(weights.transpose(1, 2), g, out=grad_v)
                 grad_logits = torch._softmax_backward_data(
-                    grad_weights, weights, -1, weights.dtype)
-            grads.append(grad_v)
+                    torch.bmm(g, v.transpose(1, 2)), weights, -1,
+                    weights.dtype)
         if grad_mass is not None:                # d logsumexp = softmax
             grad_mass = grad_mass.reshape(-1, size, 1)
             grad_logits = weights * grad_mass if grad_logits is None \
@@ -281,16 +290,14 @@ class _SiblingSoftmax(torch.autograd.Function):
             grad_logits = torch.zeros_like(weights)
         grad_bias = None
         if ctx.needs_input_grad[1]:           # positions: bias = eps . eps
-            grad_bias = grad_logits.view(qkv.shape[:2] + (size, size)) \
+            grad_bias = grad_logits.view(qkv.shape[1:3] + (size, size)) \
                 .sum_to_size(ctx.bias_shape)
             grad_logits = grad_logits * ctx.scale  # grad_bias may be a view
         else:
             grad_logits = grad_logits.mul_(ctx.scale)
-        grad_q = torch.bmm(grad_logits, k.reshape(-1, size, channels))
-        grad_k = torch.bmm(grad_logits.transpose(1, 2),
-                           q.reshape(-1, size, channels))
-        grads = [grad_q.view(q.shape), grad_k.view(k.shape)] + grads
-        return torch.cat(grads, -1), grad_bias, None, None
+        torch.bmm(grad_logits, k, out=grad_q)
+        torch.bmm(grad_logits.transpose(1, 2), q, out=grad_k)
+        return grad, grad_bias, None
 
 
 def _free_energies(base: Optional[List[Tensor]],
@@ -395,14 +402,14 @@ def _descend(reach: Optional[Tensor], out: Optional[Tensor],
 
 
 def _self_logits(leaf_qk: List[Tensor], pos: List[Optional[Tensor]],
-                 layout: TreeLayout, channels: int,
-                 scale: float) -> List[Tensor]:
+                 layout: TreeLayout, heads: int, scale: float) -> List[Tensor]:
     r"""``q_i . k_i / sqrt(d) + eps_i . eps_i`` per level, ``[H, S]``, 0 off
-    the leaves (their query and key rows are zeros)."""
+    the leaves (their query and key rows are zeros), from the ``[2H | 3H, S,
+    C]`` leaf reads."""
     logits = []
     for t, p, level in zip(leaf_qk, pos, layout.levels):
-        logit = (t[..., :channels] * t[..., channels:2 * channels]).sum(-1) \
-            * scale
+        q, k = t[:heads], t[heads:2 * heads]
+        logit = (q * k).sum(-1) * scale
         if p is not None:
             logit = logit + p.square().sum(-1) * per_slot(level.leaf, logit)
         logits.append(logit)

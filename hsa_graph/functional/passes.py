@@ -62,7 +62,8 @@ def tree_upward(src: Tensor, edge_index: Optional[Tensor] = None, *,
         raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
     layout = _layout_for(src, edge_index, layout)
     x = src.unsqueeze(1)                                    # (N, 1, *)
-    sums = subtree_sums(read_levels(x, layout, leaves_only), layout)
+    sums = subtree_sums(read_levels([x], layout, leaves_only=leaves_only),
+                        layout)
     out = to_nodes(sums, layout)[:, 0]
     if reduce == 'mean':
         count = layout.leaf_count if leaves_only else to_nodes(subtree_sums(
@@ -101,8 +102,9 @@ def tree_downward(src: Tensor, edge_index: Optional[Tensor] = None, *,
     x = src.unsqueeze(1)                                    # (N, 1, *)
     levels = []
     for depth, (level, own) in enumerate(zip(layout.levels,
-                                             read_levels(x, layout,
-                                                         False))):
+                                             read_levels(
+                                                 [x], layout,
+                                                 leaves_only=False))):
         if depth > 0:
             above = from_parents(levels[-1], level)         # (1, F, 1, *)
             own = own.unflatten(1, (level.num_families, level.family_size))
