@@ -363,19 +363,18 @@ class _StickBreaking(torch.autograd.Function):
     def backward(ctx, grad_log_z, grad_stay, grad_leave):
         # d logZ = mu d(-phi) + (1 - mu) d(-eta);
         # d mu = -d(1 - mu) = mu (1 - mu) (d(-phi) - d(-eta)).
+        # The two gradients sum to grad logZ (mu + 1 - mu = 1).
         stay, leave = ctx.saved_tensors
-        grad_phi = grad_mass = None
+        grad_phi = None
         if grad_stay is not None or grad_leave is not None:
             grad = grad_leave.neg() if grad_stay is None else grad_stay \
                 if grad_leave is None else grad_stay - grad_leave
             grad_phi = grad * stay * leave
-            grad_mass = -grad_phi
-        if grad_log_z is not None:
-            grad_phi = grad_log_z * stay if grad_phi is None else \
-                torch.addcmul(grad_phi, grad_log_z, stay)
-            grad_mass = grad_log_z * leave if grad_mass is None else \
-                torch.addcmul(grad_mass, grad_log_z, leave)
-        return grad_phi, grad_mass
+        if grad_log_z is None:
+            return grad_phi, None if grad_phi is None else grad_phi.neg()
+        grad_phi = grad_log_z * stay if grad_phi is None else \
+            torch.addcmul(grad_phi, grad_log_z, stay)
+        return grad_phi, grad_log_z - grad_phi
 
 
 def _descend(reach: Optional[Tensor], out: Optional[Tensor],
