@@ -14,6 +14,7 @@ from typing import List, Optional
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from ..layout import LevelLayout, TreeLayout
 
@@ -39,10 +40,33 @@ def read_levels(parts: List[Tensor], layout: TreeLayout,
         torch.add(start, (level.leaf_node if leaves_only
                           else level.node), alpha=heads).flatten()
         for level in layout.levels])
-    flat = rows.flatten(0, 1).index_select(0, index)
-    return [t.view((len(parts) * heads, -1) + rows.shape[2:])
-            for t in flat.split([level.node.size(0) * heads * len(parts)
-                                 for level in layout.levels])]
+    levels = _Gather.apply(rows.flatten(0, 1), index,
+                           [level.node.size(0) * heads * len(parts)
+                            for level in layout.levels])
+    return [t.view((len(parts) * heads, -1) + rows.shape[2:]) for t in levels]
+
+
+class _Gather(torch.autograd.Function):
+    r"""``rows[index]``, split into the levels. Its backward adds each level's
+    gradient into the rows directly: autograd would first concatenate them
+    all into one copy (27 ms of 345 at 16,384 leaves on the 2-core CPU)."""
+
+    @staticmethod
+    def forward(ctx, rows, index, sizes):
+        ctx.save_for_backward(index)
+        ctx.sizes, ctx.num_rows = sizes, rows.size(0)
+        return rows.index_select(0, index).split(sizes)
+
+    @staticmethod
+    @once_differentiable            # double backward raises a clear error
+    def backward(ctx, *grads):
+        index, = ctx.saved_tensors
+        like = next(g for g in grads if g is not None)
+        out = like.new_zeros((ctx.num_rows, ) + like.shape[1:])
+        for grad, rows in zip(grads, index.split(ctx.sizes)):
+            if grad is not None:
+                out.index_add_(0, rows, grad)
+        return out, None, None
 
 
 def to_nodes(levels: List[Tensor], layout: TreeLayout) -> Tensor:
