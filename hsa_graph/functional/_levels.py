@@ -53,6 +53,7 @@ class _Gather(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, rows, index, sizes):
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(index)
         ctx.sizes, ctx.num_rows = sizes, rows.size(0)
         return rows.index_select(0, index).split(sizes)
@@ -61,7 +62,9 @@ class _Gather(torch.autograd.Function):
     @once_differentiable            # double backward raises a clear error
     def backward(ctx, *grads):
         index, = ctx.saved_tensors
-        like = next(g for g in grads if g is not None)
+        like = next((g for g in grads if g is not None), None)
+        if like is None:
+            return None, None, None
         out = like.new_zeros((ctx.num_rows, ) + like.shape[1:])
         for grad, rows in zip(grads, index.split(ctx.sizes)):
             if grad is not None:
@@ -104,14 +107,15 @@ def add_family_sums(parents: Tensor, children: Tensor, level: LevelLayout,
                              family_sums(children, level, weight))
 
 
-def subtree_sums(rows: List[Optional[Tensor]],
-                 layout: TreeLayout) -> List[Tensor]:
-    r"""Bottom-up, per level ``[H, S, *]``: each slot's row of :obj:`rows`
-    (zero where it is not to be counted, as :func:`read_levels` gives them;
+def subtree_sums(rows: List[Optional[Tensor]], layout: TreeLayout,
+                 top: int = 0) -> List[Optional[Tensor]]:
+    r"""Bottom-up, per level ``[H, S, *]`` from the deepest to level
+    :obj:`top` (:obj:`None` above it): each slot's row of :obj:`rows` (zero
+    where it is not to be counted, as :func:`read_levels` gives them;
     :obj:`None` for a level of zeros) plus the sums of its children."""
     sums: List[Optional[Tensor]] = [None] * layout.num_levels
     families: Optional[Tensor] = None       # (H, F_below, *) family sums
-    for depth in range(layout.num_levels - 1, -1, -1):
+    for depth in range(layout.num_levels - 1, top - 1, -1):
         level = layout.levels[depth]
         total = rows[depth]
         if families is not None:            # every level but the deepest
@@ -126,7 +130,7 @@ def subtree_sums(rows: List[Optional[Tensor]],
         # autograd would first copy it.
         blocks = total.unflatten(1, (level.num_families, level.family_size))
         sums[depth] = blocks.flatten(1, 2)
-        families = blocks.sum(2)
+        families = blocks.sum(2) if depth > top else None
     return sums
 
 

@@ -98,7 +98,8 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
     # 1. up: mean query, key and value of the leaves below every slot, read
     # as 3H heads of one [N, 3H, C] tensor (one gather, one sum per level).
     leaf_qkv = read_levels(_parts(query, key, value, dtype), layout)
-    mean_qkv = _means(subtree_sums(leaf_qkv, layout), layout)  # (3H, S, C)
+    # (Not at the roots: they have no siblings.)
+    mean_qkv = _means(subtree_sums(leaf_qkv, layout, top=1), layout)
     pos_levels = _read_pos(pos, layout, dtype)
 
     # 2. families: sibling softmax (-eta) and sibling mixture (vt).
@@ -119,8 +120,9 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
     reach = out = None
     for depth, level in enumerate(layout.levels):
         if depth > 0:
-            reach, out = _descend(reach, out, stay[depth], leave[depth],
-                                  sibling_value[depth], level)
+            reach, out = _descend(
+                reach, out, stay[depth], leave[depth], sibling_value[depth],
+                level, include_self or depth + 1 < layout.num_levels)
         if include_self:                          # theta_ii = reach(i)
             own = leaf_qkv[depth][2 * heads:]                # 0 off leaves
             own = own if reach is None else own * reach
@@ -164,7 +166,7 @@ def hsa_log_partition(query: Tensor, key: Tensor,
     layout = _resolve_layout(query, edge_index, num_nodes, layout, dtype)
     heads, scale = query.size(1), 1.0 / math.sqrt(query.size(-1))
     leaf_qk = read_levels(_parts(query, key, None, dtype), layout)
-    mean_qk = _means(subtree_sums(leaf_qk, layout), layout)
+    mean_qk = _means(subtree_sums(leaf_qk, layout, top=1), layout)
     pos_levels = _read_pos(pos, layout, dtype)
     log_sibling_mass = [
         _sibling_softmax(mean, p, level, heads, scale)[0]
@@ -195,11 +197,13 @@ def _parts(query: Tensor, key: Tensor, value: Optional[Tensor],
         t, (0, width - t.size(-1)))).to(dtype) for t in parts]
 
 
-def _means(sums: List[Tensor], layout: TreeLayout) -> List[Tensor]:
+def _means(sums: List[Optional[Tensor]],
+           layout: TreeLayout) -> List[Optional[Tensor]]:
     r"""Subtree sums -> means (the deepest level holds only leaves)."""
     last = layout.num_levels - 1
-    return [t / per_slot(level.count, t) if depth < last else t
-            for depth, (t, level) in enumerate(zip(sums, layout.levels))]
+    return [t / per_slot(level.count, t) if depth < last and t is not None
+            else t for depth, (t, level) in enumerate(zip(sums,
+                                                          layout.levels))]
 
 
 def _read_pos(pos: Optional[Tensor], layout: TreeLayout,
@@ -251,8 +255,11 @@ class _SiblingSoftmax(torch.autograd.Function):
         # A is no sibling of A. -1e32 is layout.NO_KEY, written out: a global
         # read inside an autograd.Function trips dynamo (torch 2.13).
         logits.diagonal(0, -2, -1).fill_(-1e32)
-        mass = torch.logsumexp(logits, -1, keepdim=True)
-        weights = logits.sub_(mass).exp_()                 # (H * F, B, B)
+        top = logits.amax(-1, keepdim=True)
+        weights = logits.sub_(top).exp_()                  # (H * F, B, B)
+        total = weights.sum(-1, keepdim=True)
+        weights.div_(total)
+        mass = total.log_().add_(top)                      # logsumexp
         mixed = None
         if qkv.size(0) == 3:
             mixed = torch.bmm(weights, qkv[2].reshape(-1, size, channels))
@@ -292,11 +299,10 @@ class _SiblingSoftmax(torch.autograd.Function):
         if ctx.needs_input_grad[1]:           # positions: bias = eps . eps
             grad_bias = grad_logits.view(qkv.shape[1:3] + (size, size)) \
                 .sum_to_size(ctx.bias_shape)
-            grad_logits = grad_logits * ctx.scale  # grad_bias may be a view
-        else:
-            grad_logits = grad_logits.mul_(ctx.scale)
-        torch.bmm(grad_logits, k, out=grad_q)
-        torch.bmm(grad_logits.transpose(1, 2), q, out=grad_k)
+        # scale * (grad_logits @ k), into the (uninitialised: beta=0) plane.
+        grad_q.baddbmm_(grad_logits, k, beta=0, alpha=ctx.scale)
+        grad_k.baddbmm_(grad_logits.transpose(1, 2), q, beta=0,
+                        alpha=ctx.scale)
         return grad, grad_bias, None
 
 
@@ -353,7 +359,8 @@ class _StickBreaking(torch.autograd.Function):
     @staticmethod
     def forward(ctx, phi, mass):
         log_z = torch.logaddexp(phi, mass)
-        stay, leave = (phi - log_z).exp_(), (mass - log_z).exp_()
+        stay = (phi - log_z).exp_()
+        leave = 1 - stay        # exact where it matters: 0 and 1 stay so
         ctx.save_for_backward(stay, leave)
         ctx.set_materialize_grads(False)
         return log_z, stay, leave
@@ -379,11 +386,11 @@ class _StickBreaking(torch.autograd.Function):
 
 def _descend(reach: Optional[Tensor], out: Optional[Tensor],
              stay: Optional[Tensor], leave: Optional[Tensor],
-             mixed: Optional[Tensor], level: LevelLayout
+             mixed: Optional[Tensor], level: LevelLayout, need_reach: bool
              ) -> Tuple[Optional[Tensor], Optional[Tensor]]:
-    r"""Step 4 for one level: its slots' ``[H, S, 1]`` reach and
-    ``[H, S, Cv]`` output from their parents' (:obj:`None`: reach 1, out 0,
-    not materialised)."""
+    r"""Step 4 for one level: its slots' ``[H, S, 1]`` reach (if
+    :obj:`need_reach`) and ``[H, S, Cv]`` output from their parents'
+    (:obj:`None`: reach 1, out 0, not materialised)."""
     size = level.family_size
     reach_parent = None if reach is None else from_parents(reach, level)
     out_parent = None if out is None else from_parents(out, level)
@@ -393,11 +400,13 @@ def _descend(reach: Optional[Tensor], out: Optional[Tensor],
                      for t in (reach_parent, out_parent))
     stay, leave, mixed = (t.unflatten(1, (level.num_families, size))
                           for t in (stay, leave, mixed))
+    reach = stay if need_reach else None
     if reach_parent is not None:
-        stay, leave = reach_parent * stay, reach_parent * leave
+        leave = reach_parent * leave
+        reach = None if reach is None else reach_parent * reach
     out = leave * mixed if out_parent is None else \
         torch.addcmul(out_parent, leave, mixed)
-    return stay.flatten(1, 2), out.flatten(1, 2)
+    return None if reach is None else reach.flatten(1, 2), out.flatten(1, 2)
 
 
 def _self_logits(leaf_qk: List[Tensor], pos: List[Optional[Tensor]],
