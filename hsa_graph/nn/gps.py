@@ -13,6 +13,7 @@ from torch_geometric.nn.resolver import (activation_resolver,
                                          normalization_resolver)
 
 from ..functional.attention import hsa_attention
+from ..layout import attention_dtype, tree_layout
 
 __all__ = ['HSAGlobalAttention', 'HSAGPSConv']
 
@@ -109,7 +110,13 @@ class HSAGlobalAttention(Module):
         # The tree's internal rows are never read: zeros stand there.
         rows = q.new_zeros(tree.num_nodes, 3, heads, channels).index_copy(
             0, node_index, torch.stack([q, k, v], 1))
-        out = hsa_attention(*rows.unbind(1), layout=tree.layout,
+        layout, dtype = tree.layout, attention_dtype(x.dtype)
+        if layout.dtype != dtype or layout.device != x.device:
+            # One stored in the dtype the attention computes in (cached per
+            # edge_index, so built once): forward then casts nothing.
+            layout = tree_layout(tree.edge_index, tree.num_nodes,
+                                 device=x.device, dtype=dtype)
+        out = hsa_attention(*rows.unbind(1), layout=layout,
                             include_self=self.include_self)
         out = out.index_select(0, node_index).reshape(-1, self.channels)
         out = F.dropout(out, p=self.dropout, training=self.training)
