@@ -276,7 +276,7 @@ class _SiblingSoftmax(torch.autograd.Function):
         parts = [t.reshape(-1, size, channels) for t in qkv.unbind(0)]
         q, k, v = parts[0], parts[1], parts[2] if len(parts) == 3 else None
         # Each part's gradient is written into its plane: no concatenation.
-        grad = torch.empty_like(qkv)
+        grad = qkv.new_empty(qkv.shape)      # contiguous planes
         grad_q, grad_k = (t.view(-1, size, channels) for t in grad[:2])
         grad_logits = None
         if v is not None:
