@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Data
 from hsa_graph.loader import DataLoader
+from torch_geometric.loader import DataLoader as PyGDataLoader
 from torch_geometric.nn import TransformerConv
 from tqdm.auto import tqdm
 
@@ -180,10 +181,12 @@ def run_one(name: str, seed: int, args, inputs, device) -> dict:
     seed_everything(seed)
     train_set, test_set = inputs
     augment_generator = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(train_set, batch_size=args.batch_size,
-                              shuffle=True, generator=torch.Generator()
-                              .manual_seed(seed))
-    test_loader = DataLoader(test_set, batch_size=args.batch_size)
+    # The kNN baseline's edge_index is a graph, not a tree: PyG's loader.
+    loader = PyGDataLoader if name == 'knn-transformer' else DataLoader
+    train_loader = loader(train_set, batch_size=args.batch_size,
+                          shuffle=True, generator=torch.Generator()
+                          .manual_seed(seed))
+    test_loader = loader(test_set, batch_size=args.batch_size)
     num_classes = len(SweetHome3DFurniture.classes)
     cls = (KNNTransformerClassifier if name == 'knn-transformer' else
            HSAPointClassifier)

@@ -45,9 +45,18 @@ class LayoutCollater:
                                         dtype=self.layout_dtype, cache=False)
             batch.hierarchy = forest
         else:
-            batch.layout = tree_layout(getattr(batch, self.edge_index),
-                                       batch.num_nodes,
-                                       dtype=self.layout_dtype, cache=False)
+            try:
+                batch.layout = tree_layout(getattr(batch, self.edge_index),
+                                           batch.num_nodes,
+                                           dtype=self.layout_dtype,
+                                           cache=False)
+            except ValueError as error:
+                raise ValueError(
+                    f'hsa_graph.loader.DataLoader batches hierarchies: '
+                    f'batch.{self.edge_index} must be child -> parent tree '
+                    f'edges ({error}). For graphs use torch_geometric.loader.'
+                    f'DataLoader, or AddHierarchy for a tree beside each '
+                    f'graph.') from error
         return batch
 
 

@@ -97,3 +97,11 @@ def test_a_float32_layout_with_float64_inputs_warns():
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         hsa_attention(q.float(), q.float(), q.float(), layout=layout)
+
+
+def test_the_loader_says_what_to_use_for_graphs():
+    from torch_geometric.data import Data
+    ring = torch.tensor([[0, 1, 2, 0, 1, 2], [1, 2, 0, 2, 0, 1]])
+    graphs = [Data(x=torch.randn(3, 2), edge_index=ring) for _ in range(2)]
+    with pytest.raises(ValueError, match='torch_geometric.loader.DataLoader'):
+        next(iter(DataLoader(graphs, batch_size=2)))
