@@ -332,3 +332,23 @@ def test_knn_graph_matches_brute_force_and_respects_batch():
     assert torch.equal(with_loops[0], with_loops[1])
     with pytest.raises(ValueError, match='sorted'):
         knn_graph(pos, 2, batch.flip(0))
+
+
+@pytest.mark.skipif(not osp.isdir(REAL_CATALOGUE),
+                    reason='sweethome3d-furniture not installed '
+                           '(datasets/fetch_furniture.sh)')
+def test_point_cloud_example_runs_its_graph_baseline(tmp_path):
+    # The kNN baseline's edge_index is a graph: it must not go through the
+    # hierarchy loader (it did, and failed, for a session).
+    import subprocess
+    import sys
+    out = subprocess.run(
+        [sys.executable, osp.join(HERE, '..', 'examples',
+                                  'point_cloud_classification.py'),
+         '--quick', '--seeds', '1', '--epochs', '1', '--models',
+         'hsa-octree,knn-transformer', '--out', str(tmp_path)],
+        capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith("hsa-octree acc=") and \
+        "knn-transformer acc=" in last
