@@ -27,7 +27,7 @@ def read_levels(parts: List[Tensor], layout: TreeLayout,
     are never read), or with :obj:`leaves_only` :obj:`False` every node's
     row (zeros on padding). One gather for all levels; each level comes out
     contiguous."""
-    num_nodes, heads = layout.num_nodes, parts[0].size(1)
+    num_nodes, heads = parts[0].shape[:2]   # (sizes of tensors: symbolic)
     # Each part followed by a zero row (node id N: nothing to read there).
     zero = parts[0].new_zeros((1, ) + parts[0].shape[1:])
     rows = torch.cat([t for part in parts for t in (part, zero)])
