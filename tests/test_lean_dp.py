@@ -1,4 +1,3 @@
-import collections
 import warnings
 
 import pytest
