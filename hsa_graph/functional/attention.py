@@ -93,25 +93,9 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
     _check_inputs(query, key, value, pos)
     dtype = _compute_dtype(query, key, value)
     layout = _resolve_layout(query, edge_index, num_nodes, layout, dtype)
-    heads, scale = query.size(1), 1.0 / math.sqrt(query.size(-1))
-
-    # 1. up: mean query, key and value of the leaves below every slot, read
-    # as 3H heads of one [N, 3H, C] tensor (one gather, one sum per level).
-    leaf_qkv = read_levels(_parts(query, key, value, dtype), layout)
-    # (Not at the roots: they have no siblings.)
-    mean_qkv = _means(subtree_sums(leaf_qkv, layout, top=1), layout)
-    pos_levels = _read_pos(pos, layout, dtype)
-
-    # 2. families: sibling softmax (-eta) and sibling mixture (vt).
-    log_sibling_mass, sibling_value = zip(*(
-        _sibling_softmax(mean, p, level, heads, scale)
-        for mean, p, level in zip(mean_qkv, pos_levels, layout.levels)))
-
-    # 3. up: free energies -phi and logZ, then mu and 1 - mu per slot.
-    base = _self_logits(leaf_qkv, pos_levels, layout, heads, scale) \
-        if include_self else None
-    _, stay, leave = _free_energies(base, log_sibling_mass, layout, heads,
-                                    dtype, top=1)
+    heads = query.size(1)
+    leaf_qkv, sibling_value, _, stay, leave = _up(
+        query, key, value, pos, layout, dtype, include_self, top=1)
 
     # 4. down: out(A) = out(pa) + reach(pa) * (1 - mu(A)) * vt(A), with
     # reach(A) = reach(pa) * mu(A) the mass that reaches A from the root;
@@ -164,17 +148,7 @@ def hsa_log_partition(query: Tensor, key: Tensor,
     _check_inputs(query, key, None, pos)
     dtype = _compute_dtype(query, key)
     layout = _resolve_layout(query, edge_index, num_nodes, layout, dtype)
-    heads, scale = query.size(1), 1.0 / math.sqrt(query.size(-1))
-    leaf_qk = read_levels(_parts(query, key, None, dtype), layout)
-    mean_qk = _means(subtree_sums(leaf_qk, layout, top=1), layout)
-    pos_levels = _read_pos(pos, layout, dtype)
-    log_sibling_mass = [
-        _sibling_softmax(mean, p, level, heads, scale)[0]
-        for mean, p, level in zip(mean_qk, pos_levels, layout.levels)]
-    base = _self_logits(leaf_qk, pos_levels, layout, heads, scale) \
-        if include_self else None
-    inner, _, _ = _free_energies(base, log_sibling_mass, layout, heads,
-                                 dtype, top=0)
+    inner = _up(query, key, None, pos, layout, dtype, include_self, top=0)[2]
     inner = to_nodes(inner, layout).to(query.dtype)
     if include_self:
         return inner
@@ -183,6 +157,35 @@ def hsa_log_partition(query: Tensor, key: Tensor,
 
 
 # -- the steps ---------------------------------------------------------------
+
+def _up(query: Tensor, key: Tensor, value: Optional[Tensor],
+        pos: Optional[Tensor], layout: TreeLayout, dtype: torch.dtype,
+        include_self: bool, top: int):
+    r"""Steps 1 to 3 (shared by :func:`hsa_attention` and
+    :func:`hsa_log_partition`): the leaf reads ``[2H | 3H, S, C]``, and per
+    level the sibling mixtures, ``-phi`` (down to level :obj:`top`), ``mu``
+    and ``1 - mu``."""
+    heads, scale = query.size(1), 1.0 / math.sqrt(query.size(-1))
+
+    # 1. up: mean query, key and value of the leaves below every slot, read
+    # as 3H heads of one [N, 3H, C] tensor (one gather, one sum per level).
+    leaves = read_levels(_parts(query, key, value, dtype), layout)
+    # (Not at the roots: they have no siblings.)
+    means = _means(subtree_sums(leaves, layout, top=1), layout)
+    pos_levels = _read_pos(pos, layout, dtype)
+
+    # 2. families: sibling softmax (-eta) and sibling mixture (vt).
+    log_sibling_mass, sibling_value = zip(*(
+        _sibling_softmax(mean, p, level, heads, scale)
+        for mean, p, level in zip(means, pos_levels, layout.levels)))
+
+    # 3. up: free energies -phi and logZ, then mu and 1 - mu per slot.
+    base = _self_logits(leaves, pos_levels, layout, heads, scale) \
+        if include_self else None
+    inner, stay, leave = _free_energies(base, log_sibling_mass, layout,
+                                        heads, dtype, top)
+    return leaves, sibling_value, inner, stay, leave
+
 
 def _parts(query: Tensor, key: Tensor, value: Optional[Tensor],
            dtype: torch.dtype) -> List[Tensor]:
