@@ -66,8 +66,9 @@ def family_flops(layout, heads, channels):
     # Per family of size b: logits b*b*C MACs, mixture b*b*C MACs -> 4 b^2 C.
     total = 0
     for level in layout.levels:
-        sizes = level.real.view(level.num_families, -1).sum(1).double()
-        total += float((sizes[sizes > 1]**2).sum()) * 4 * channels * heads
+        if level.parent.numel():
+            sizes = torch.bincount(level.parent).double()
+            total += float((sizes[sizes > 1]**2).sum()) * 4 * channels * heads
     return total
 
 

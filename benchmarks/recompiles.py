@@ -44,9 +44,11 @@ def text(name):
 
 
 def signature(layout):
-    r"""What the compiled graph specialises on: the number of levels and
-    which levels hold only families of one (no sibling step)."""
-    return tuple(level.family_size == 1 for level in layout.levels)
+    r"""What the compiled graph specialises on: the number of levels, and
+    each level's number of family size classes (and whether its one class
+    is the level in order)."""
+    return tuple((len(level.blocks), level.unpad is None)
+                 for level in layout.levels)
 
 
 def count(hierarchies, batches, batch_size):

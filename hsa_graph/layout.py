@@ -3,17 +3,18 @@ once per sample or batch (in the DataLoader's workers, see
 :mod:`hsa_graph.loader`) with vectorised code, and moved to the device with
 the batch.
 
-The dynamic program works level by level on **family blocks**. Level ``d``
-holds the nodes at depth ``d``, grouped by parent into ``F`` families, each
-padded to the level's largest family size ``B``: a level is ``F * B``
-*slots*, so its families are a free ``[F, B]`` view of any per-slot tensor.
-Sums over children are sums over that view's last dimension (sorted,
-deterministic, no atomics); a parent's value reaches its children by one
-gather of ``F`` rows. Padding slots stand in for no node: every mask
-here keeps them out of the results.
+The dynamic program works level by level. Level ``d`` holds the ``S``
+nodes at depth ``d`` as *slots*, grouped by parent (families in their
+parents' slot order, members by node id); the roots form level 0. Sums over
+children add each slot's row into its parent's slot (one ``index_add``, a
+sorted segment sum under ``torch.use_deterministic_algorithms``); a parent's
+value reaches its children by one gather.
 
-Families are ordered by their parent's slot, members by node id; the roots
-form level 0, one family of size 1 per tree (trees never see each other).
+Only the sibling softmax needs families as ``[F, B]`` blocks. A level's
+families are grouped into at most :data:`MAX_BLOCKS` *size classes*, each a
+:class:`FamilyBlock` padded to its largest family (families of one node have
+no siblings and skip the softmax): a ragged level pays for its own families'
+sizes, not ``F`` times the widest.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor
 
-__all__ = ['TreeLayout', 'LevelLayout', 'attention_dtype',
+__all__ = ['TreeLayout', 'LevelLayout', 'FamilyBlock', 'attention_dtype',
            'parent_from_edge_index', 'tree_layout']
 
 # Stand-ins for minus infinity, finite so that no arithmetic ever sees an
@@ -38,6 +39,14 @@ NO_KEY = -1e32
 NO_INNER = -1e30
 
 
+# At most this many size classes of families per level: each class costs
+# about 25 operations per step, so more classes trade kernel launches for
+# padding. Classes split wherever a level has two distinct family sizes (no
+# threshold: so a dataset's batches of one height get one block structure,
+# and torch.compile one graph).
+MAX_BLOCKS = 2
+
+
 def _map_tensors(obj, fn):
     r"""A copy of a layout dataclass with :obj:`fn` applied to its tensors."""
     def apply(value):
@@ -45,7 +54,7 @@ def _map_tensors(obj, fn):
             return fn(value)
         if isinstance(value, list):
             return [apply(v) for v in value]
-        if isinstance(value, (LevelLayout, TreeLayout)):
+        if isinstance(value, (FamilyBlock, LevelLayout, TreeLayout)):
             return _map_tensors(value, fn)
         return value
     return type(obj)(**{f.name: apply(getattr(obj, f.name))
@@ -53,45 +62,21 @@ def _map_tensors(obj, fn):
 
 
 @dataclass
-class LevelLayout:
-    r"""One depth level of a forest as ``F`` families of ``B`` slots.
-
-    Which slots are leaves, inner nodes or padding is data (tensors), not
-    Python flags: the passes run the same operations on every level, so a
-    compiled graph depends on the tree's height alone. Every per-slot tensor
-    has ``F * B`` entries; the float ones are stored in the layout's dtype
-    (see :meth:`TreeLayout.to`), the dtype they are used in.
+class FamilyBlock:
+    r"""The families of one size class of a level, as ``F`` families of
+    ``B`` slots (each padded to the class's largest family), for the sibling
+    softmax.
 
     Attributes:
-        node (Tensor): ``[F * B]`` node id of each slot; ``N`` (one past
-            the last node: nothing to read) for padding.
-        leaf_node (Tensor): ``[F * B]`` as :obj:`node`, but ``N`` at inner
-            nodes too: reading through it reads leaf rows and zeros (an inner
-            node's row, NaN or not, never enters).
-        real (Tensor): ``[F * B]`` bool, the slot holds a node (not padding).
-        leaf (Tensor): ``[F * B]`` float, 1 at leaf slots, else 0.
-        count (Tensor): ``[F * B]`` float :math:`n(A)`, the number of leaves
-            below (1 on padding; integers, so exact in any float dtype).
-        child_weight (Tensor): ``[F * B]`` float :math:`n(A) / n(pa(A))`
-            (0 on padding and at the roots).
-        inner_base (Tensor): ``[F * B]`` float :math:`-\phi` of a slot
-            before its children's terms, without self-attention:
-            ``NO_INNER`` at leaves, else 0.
-        key_bias (Tensor): ``[F, 1, B]`` float :math:`\log n(C)` of each
-            key slot, ``NO_KEY`` on padding: a family's mask is O(B), not
-            O(B^2).
-        parent_slot (Tensor): ``[F]`` each family's parent slot in the level
-            above (empty for level 0).
+        slot (Tensor, optional): ``[F * B]`` the level slot of each member;
+            padding repeats the family's first slot (its key is masked, its
+            query's result is dropped). :obj:`None` when the block is the
+            whole level in order (a level of equal families): no gather.
+        key_bias (Tensor): ``[F, 1, B]`` float :math:`\log n(C)` of each key
+            slot, ``NO_KEY`` on padding: a family's mask is O(B), not O(B^2).
     """
-    node: Tensor
-    leaf_node: Tensor
-    real: Tensor
-    leaf: Tensor
-    count: Tensor
-    child_weight: Tensor
-    inner_base: Tensor
+    slot: Optional[Tensor]
     key_bias: Tensor
-    parent_slot: Tensor
 
     @property
     def num_families(self) -> int:
@@ -100,6 +85,50 @@ class LevelLayout:
     @property
     def family_size(self) -> int:
         return self.key_bias.size(-1)
+
+
+@dataclass
+class LevelLayout:
+    r"""One depth level of a forest: its ``S`` nodes as slots, and its
+    families in size classes.
+
+    Which slots are leaves or inner nodes is data (tensors), not Python
+    flags: the passes run the same operations on every level. Per-slot float
+    tensors are stored in the layout's dtype (see :meth:`TreeLayout.to`),
+    the dtype they are used in.
+
+    Attributes:
+        node (Tensor): ``[S]`` node id of each slot.
+        leaf_node (Tensor): ``[S]`` as :obj:`node`, but ``N`` (one past the
+            last node: nothing to read) at inner nodes: reading through it
+            reads leaf rows and zeros (an inner node's row, NaN or not, never
+            enters).
+        leaf (Tensor): ``[S]`` float, 1 at leaf slots, else 0.
+        count (Tensor): ``[S]`` float :math:`n(A)`, the number of leaves
+            below (integers, so exact in any float dtype).
+        child_weight (Tensor): ``[S]`` float :math:`n(A) / n(pa(A))` (0 at
+            the roots).
+        inner_base (Tensor): ``[S]`` float :math:`-\phi` of a slot before
+            its children's terms, without self-attention: ``NO_INNER`` at
+            leaves, else 0.
+        parent (Tensor): ``[S]`` each slot's parent slot in the level above
+            (empty for level 0).
+        blocks (list): the :class:`FamilyBlock` size classes of the families
+            with siblings (empty when no node of the level has a sibling).
+        unpad (Tensor, optional): ``[S]`` where each slot's softmax result
+            lies in the blocks' outputs laid end to end, followed by one
+            filler row for the slots without siblings; :obj:`None` when the
+            one block is the level in order.
+    """
+    node: Tensor
+    leaf_node: Tensor
+    leaf: Tensor
+    count: Tensor
+    child_weight: Tensor
+    inner_base: Tensor
+    parent: Tensor
+    blocks: List[FamilyBlock]
+    unpad: Optional[Tensor]
 
 
 @dataclass
@@ -166,7 +195,9 @@ class TreeLayout:
         return _map_tensors(self, Tensor.pin_memory)
 
     def __repr__(self) -> str:
-        sizes = [f'{lv.num_families}x{lv.family_size}' for lv in self.levels]
+        sizes = ['+'.join(f'{b.num_families}x{b.family_size}'
+                          for b in lv.blocks) or f'{lv.node.numel()}'
+                 for lv in self.levels]
         return (f'TreeLayout(num_nodes={self.num_nodes}, '
                 f'num_trees={self.num_trees}, levels=[{", ".join(sizes)}])')
 
@@ -261,8 +292,7 @@ def _build(parent: Tensor) -> TreeLayout:
     num_nodes = parent.numel()
     depth, _ = _depth_and_root(parent)
     is_child = parent >= 0
-    child_count = torch.bincount(parent[is_child], minlength=num_nodes)
-    is_leaf = child_count == 0
+    is_leaf = torch.bincount(parent[is_child], minlength=num_nodes) == 0
     num_levels = int(depth.max()) + 1
 
     # Nodes by depth (ties by id): level d is by_depth[ptr[d]:ptr[d + 1]].
@@ -275,64 +305,102 @@ def _build(parent: Tensor) -> TreeLayout:
         leaf_count.index_add_(0, parent[nodes], leaf_count[nodes])
 
     slot = torch.empty(num_nodes, dtype=torch.long)   # slot within its level
-    levels: List[dict] = []
-    for d in range(num_levels):
-        nodes = by_depth[ptr[d]:ptr[d + 1]]
-        if d == 0:              # each root is a family of one
-            fam = torch.arange(nodes.numel())
-            position = torch.zeros_like(fam)
-            size, parent_slot = 1, torch.empty(0, dtype=torch.long)
-        else:                   # families in their parents' slot order
-            nodes = nodes[torch.sort(slot[parent[nodes]], stable=True).indices]
-            parent_slots = slot[parent[nodes]]
-            new = torch.ones_like(nodes, dtype=torch.bool)
-            new[1:] = parent_slots[1:] != parent_slots[:-1]
-            fam = torch.cumsum(new.long(), 0) - 1
-            start = new.nonzero().flatten()
-            position = torch.arange(nodes.numel()) - start[fam]
-            size = int(child_count[parent[nodes]].max())
-            parent_slot = parent_slots[start]
-        slot[nodes] = fam * size + position
-        num_families = int(fam[-1]) + 1
-        levels.append(dict(nodes=nodes, fam=fam, size=size,
-                           num_families=num_families, parent_slot=parent_slot))
-
-    out: List[LevelLayout] = []
-    offset = 0
     level_start = torch.empty(num_nodes, dtype=torch.long)
     level_slots = torch.empty(num_nodes, dtype=torch.long)
-    for d, info in enumerate(levels):
-        nodes, size = info['nodes'], info['size']
-        num_slots = info['num_families'] * size
-        at = slot[nodes]
-        node = torch.full((num_slots, ), num_nodes, dtype=torch.long)
-        node[at] = nodes
-
-        def per_slot(values: Tensor, fill) -> Tensor:
-            full = torch.full((num_slots, ), fill, dtype=values.dtype)
-            full[at] = values[nodes]
-            return full
-
-        count = per_slot(leaf_count, 0.)           # 0 on padding, for now
-        leaf = per_slot(is_leaf, False)
-        weight = count / per_slot(leaf_count[parent.clamp(min=0)], 1.)
-        out.append(LevelLayout(
-            node=node, leaf_node=torch.where(leaf, node, num_nodes),
-            real=count > 0, leaf=leaf.double(),
-            count=count.clamp(min=1),
-            child_weight=weight if d > 0 else torch.zeros_like(count),
-            inner_base=leaf.double() * NO_INNER,
-            key_bias=torch.where(count > 0, count.clamp(min=1).log(),
-                                 NO_KEY).view(-1, 1, size),
-            parent_slot=info['parent_slot']))
-        level_start[nodes] = offset
-        level_slots[nodes] = num_slots
-        offset += num_slots
+    levels: List[LevelLayout] = []
+    for d in range(num_levels):
+        nodes = by_depth[ptr[d]:ptr[d + 1]]
+        if d > 0:               # families in their parents' slot order
+            nodes = nodes[torch.sort(slot[parent[nodes]], stable=True).indices]
+        slot[nodes] = torch.arange(nodes.numel())
+        level_start[nodes] = ptr[d]
+        level_slots[nodes] = nodes.numel()
+        up = slot[parent[nodes]] if d > 0 else torch.empty(0, dtype=torch.long)
+        count, leaf = leaf_count[nodes], is_leaf[nodes]
+        blocks, unpad = _family_blocks(up, count) if d > 0 else ([], None)
+        levels.append(LevelLayout(
+            node=nodes, leaf_node=torch.where(leaf, nodes, num_nodes),
+            leaf=leaf.double(), count=count,
+            child_weight=count / leaf_count[parent[nodes]] if d > 0
+            else torch.zeros_like(count),
+            inner_base=leaf.double() * NO_INNER, parent=up, blocks=blocks,
+            unpad=unpad))
     return TreeLayout(num_nodes=num_nodes, parent=parent, depth=depth,
                       is_leaf=is_leaf, leaf_count=leaf_count,
                       node_slot=slot, node_level_start=level_start,
-                      node_level_slots=level_slots, levels=out,
+                      node_level_slots=level_slots, levels=levels,
                       num_trees=int((~is_child).sum()))
+
+
+def _family_blocks(up: Tensor, count: Tensor):
+    r"""A level's families (runs of equal parent slot in :obj:`up`) as
+    :class:`FamilyBlock` size classes, and the level's ``unpad`` index."""
+    num_slots = up.numel()
+    new = torch.ones(num_slots, dtype=torch.bool)
+    new[1:] = up[1:] != up[:-1]
+    start = new.nonzero().flatten()
+    size = torch.diff(start, append=torch.tensor([num_slots]))
+    family = torch.cumsum(new.long(), 0) - 1          # of each slot
+    position = torch.arange(num_slots) - start[family]
+    unpad = torch.full((num_slots, ), -1, dtype=torch.long)
+    blocks: List[FamilyBlock] = []
+    low, offset = 1, 0
+    for width in _size_classes(size):
+        members = ((size > low) & (size <= width)).nonzero().flatten()
+        low = width
+        rank = torch.full_like(size, -1)
+        rank[members] = torch.arange(members.numel())
+        first = start[members].unsqueeze(1)
+        real = torch.arange(width) < size[members].unsqueeze(1)
+        block_slot = torch.where(real, first + torch.arange(width), first)
+        key_bias = torch.where(real, count[block_slot].log(), NO_KEY)
+        mine = rank[family] >= 0
+        unpad[mine] = offset + rank[family[mine]] * width + position[mine]
+        offset += members.numel() * width
+        whole = members.numel() == size.numel() and bool(real.all())
+        blocks.append(FamilyBlock(
+            slot=None if whole else block_slot.flatten(),
+            key_bias=key_bias.view(-1, 1, width)))
+    if len(blocks) == 1 and blocks[0].slot is None:
+        return blocks, None
+    return blocks, unpad.masked_fill_(unpad < 0, offset)     # filler row
+
+
+def _size_classes(size: Tensor) -> List[int]:
+    r"""The largest family size of each size class (ascending), for families
+    of :obj:`size` > 1: at most :data:`MAX_BLOCKS` classes, each split
+    greedily where it saves most of the padded softmax cost ``sum F * B *
+    (B + 16)`` (a slot weighs like 16 keys)."""
+    sizes, counts = torch.unique(size[size > 1], return_counts=True)
+    if sizes.numel() == 0:
+        return []
+    weight = (sizes * (sizes + 16)).double()
+    below = torch.cat([torch.zeros(1), counts.cumsum(0).double()])
+
+    def cost(lo, hi):        # classes of sizes[lo:hi], hi (exclusive) top
+        return (below[hi] - below[lo]) * weight[hi - 1]
+
+    ends = [sizes.numel()]
+    for _ in range(MAX_BLOCKS - 1):
+        best, lo = (0.0, None), 0
+        for hi in ends:
+            if hi - lo > 1:
+                cut = torch.arange(lo + 1, hi)
+                saving = cost(lo, hi) - cost(lo, cut) - cost(cut, hi)
+                # A class of one family only where it halves the cost (one
+                # very wide family): torch.compile specialises a size of 1,
+                # so such a class compiles a new graph.
+                lone = (below[cut] - below[lo] < 2) | (below[hi] - below[cut]
+                                                       < 2)
+                saving[lone & (saving < cost(lo, hi) / 2)] = 0
+                i = int(saving.argmax())
+                if float(saving[i]) > best[0]:
+                    best = (float(saving[i]), int(cut[i]))
+            lo = hi
+        if best[1] is None:
+            break
+        ends = sorted(ends + [best[1]])
+    return [int(sizes[end - 1]) for end in ends]
 
 
 class _LayoutCache:

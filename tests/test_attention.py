@@ -167,6 +167,39 @@ def test_gradcheck():
             (q, k, v, pos))
 
 
+def _two_class_tree():
+    # Level 2: families of 2, 2, 3, 3 and 1 child: two size classes (2 and 3
+    # wide, two families each) and a node without siblings (the filler).
+    parent = [-1, 0, 0, 0, 0, 0]
+    for p, size in zip(range(1, 6), [2, 3, 2, 3, 1]):
+        parent += [p] * size
+    h = Hierarchy.from_parent(parent)
+    assert [(b.num_families, b.family_size)
+            for b in h.layout.levels[2].blocks] == [(2, 2), (2, 3)]
+    return h
+
+
+@pytest.mark.parametrize('include_self', [False, True])
+def test_size_classes_match_dense_reference(include_self):
+    h = _two_class_tree()
+    q, k, v = qkv(h.num_nodes, seed=3)
+    pos = torch.randn(h.num_nodes, 2, 3, dtype=torch.float64)
+    assert_matches_dense_reference(q, k, v, h.edge_index, pos=pos,
+                                   include_self=include_self)
+
+
+def test_size_classes_gradcheck():
+    h = _two_class_tree()
+    q, k, v = (t.requires_grad_() for t in qkv(h.num_nodes, 2, 2, 2))
+    pos = torch.randn(h.num_nodes, 2, dtype=torch.float64,
+                      requires_grad=True)
+    for include_self in (False, True):
+        assert torch.autograd.gradcheck(
+            lambda q, k, v, p: hsa_attention(q, k, v, h.edge_index, pos=p,
+                                             include_self=include_self),
+            (q, k, v, pos))
+
+
 def test_batches_never_leak():
     gen = torch.Generator().manual_seed(0)
     hierarchies = []

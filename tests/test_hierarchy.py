@@ -90,25 +90,47 @@ def test_layout_levels_and_families():
     h = Hierarchy.from_parent([-1, 0, 0, 1, 1, 1, 2, 2])
     layout = h.layout
     # Level 0: the root; level 1: one family of 2; level 2: families of 3
-    # and 2, padded to 3 slots each (families in their parents' order).
-    assert [(lv.num_families, lv.family_size) for lv in layout.levels] == \
-        [(1, 1), (1, 2), (2, 3)]
+    # and 2 (families in their parents' order), one block padded to 3.
+    assert [lv.node.tolist() for lv in layout.levels] == \
+        [[0], [1, 2], [3, 4, 5, 6, 7]]
     level = layout.levels[2]
-    assert level.node.tolist() == [3, 4, 5, 6, 7, 8]      # padding: N
-    assert level.real.tolist() == [True] * 5 + [False]
-    assert level.parent_slot.tolist() == [0, 1]
-    assert level.child_weight.tolist() == [1 / 3] * 3 + [1 / 2] * 2 + [0]
+    assert level.parent.tolist() == [0, 0, 0, 1, 1]
+    assert level.child_weight.tolist() == [1 / 3] * 3 + [1 / 2] * 2
     assert layout.levels[1].child_weight.tolist() == [3 / 5, 2 / 5]
-    assert level.inner_base.tolist() == [-1e30] * 5 + [0]
-    assert level.leaf_node.tolist() == [3, 4, 5, 6, 7, 8]
+    assert level.inner_base.tolist() == [-1e30] * 5
+    assert level.leaf_node.tolist() == [3, 4, 5, 6, 7]
     assert layout.levels[1].leaf_node.tolist() == [8, 8]
     assert layout.node_slot.tolist() == [0, 0, 1, 0, 1, 2, 3, 4]
     assert layout.node_level_start.tolist() == [0, 1, 1, 3, 3, 3, 3, 3]
-    assert layout.node_level_slots.tolist() == [1, 2, 2, 6, 6, 6, 6, 6]
-    bias = level.key_bias.view(2, 3)
+    assert layout.node_level_slots.tolist() == [1, 2, 2, 5, 5, 5, 5, 5]
+    block, = level.blocks                 # two families: one size class
+    assert block.slot.tolist() == [0, 1, 2, 3, 4, 3]      # padding: first
+    bias = block.key_bias.view(2, 3)
     assert bias[1, 2] < -1e31 and (bias[:, :2] == 0).all()   # log n = 0
-    assert layout.levels[1].key_bias.flatten().tolist() == [math.log(3),
-                                                            math.log(2)]
+    # Results come back from the padded block's rows 0-4; level 1 is one
+    # family in order: no gather, no unpad.
+    assert level.unpad.tolist() == [0, 1, 2, 3, 4]
+    top, = layout.levels[1].blocks
+    assert top.slot is None and layout.levels[1].unpad is None
+    assert top.key_bias.flatten().tolist() == [math.log(3), math.log(2)]
+    assert layout.levels[0].blocks == [] and layout.levels[0].unpad is None
+
+
+def test_ragged_level_splits_into_size_classes():
+    # Level 1: 8 families, four of 2 children and four of 9: two classes
+    # (2 and 9 wide) instead of 8 families padded to 9; a single child
+    # (node 9's) has no siblings and reads the filler row.
+    parent = [-1] + [0] * 9
+    for p, size in zip(range(1, 10), [2, 9, 2, 9, 2, 9, 2, 9, 1]):
+        parent += [p] * size
+    layout = Hierarchy.from_parent(parent).layout
+    level = layout.levels[2]
+    assert [(b.num_families, b.family_size) for b in level.blocks] == \
+        [(4, 2), (4, 9)]
+    assert level.blocks[0].slot.tolist()[:4] == [0, 1, 11, 12]
+    assert level.unpad.tolist()[-1] == 4 * 2 + 4 * 9          # the filler
+    assert level.unpad.tolist()[:3] == [0, 1, 8]
+    assert 'levels=[1, 1x9, 4x2+4x9]' in repr(layout)
 
 
 def test_layout_is_data_that_moves():
@@ -119,7 +141,7 @@ def test_layout_is_data_that_moves():
     assert all(lv.node.device.type == 'meta' for lv in moved.levels)
     assert layout.to(dtype=torch.float64).levels[2].count.dtype == \
         torch.float64
-    assert 'levels=[1x1, 1x2, 2x3]' in repr(layout)
+    assert 'levels=[1, 1x2, 2x3]' in repr(layout)
 
 
 def test_deep_chain_layout_is_fast_and_correct():
@@ -137,7 +159,7 @@ def test_families_follow_their_parents_slots():
     layout = Hierarchy.from_parent(parent).layout
     assert layout.levels[2].node.tolist() == [13, 11]
     assert layout.levels[3].node.tolist() == [16, 12]
-    assert layout.levels[3].parent_slot.tolist() == [0, 1]
+    assert layout.levels[3].parent.tolist() == [0, 1]
     assert layout.levels[4].node.tolist() == [14, 15]
 
 

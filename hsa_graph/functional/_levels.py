@@ -2,9 +2,8 @@ r"""Moving per-node tensors along a :class:`~hsa_graph.layout.TreeLayout`'s
 levels: the primitives every pass is made of.
 
 Per-level tensors are head-major ``[H, S, *]`` (a head or batch dimension
-first, then the level's ``S = F * B`` slots, padded families of ``B``), so a
-level's families are the free view ``[H, F, B, *]`` and ``[H * F, B, *]``
-blocks for ``bmm``. Node order and the levels' slots are exchanged with one
+first, then the level's ``S`` slots), so that a family block's gathered
+rows are ``[H * F, B, *]`` for ``bmm``. Node order and the levels' slots are exchanged with one
 gather each way, whose row indices for ``H`` heads come from the layout's
 per-slot node ids in a few small integer operations.
 """
@@ -86,25 +85,39 @@ def to_nodes(levels: List[Tensor], layout: TreeLayout) -> Tensor:
     return flat.index_select(0, slot).view((-1, heads) + levels[0].shape[2:])
 
 
-def family_sums(t: Tensor, level: LevelLayout,
-                weight: Optional[Tensor] = None) -> Tensor:
-    r"""``[H, S, *]`` -> ``[H, F, *]``: each family's sum over its members,
-    optionally weighted by the per-slot ``[S]`` :obj:`weight` (a sum over the
-    family dimension: sorted, deterministic, no atomics)."""
-    blocks = t.unflatten(1, (level.num_families, level.family_size))
-    if weight is not None:      # weighted as blocks: see subtree_sums
-        blocks = blocks * per_slot(weight, t).unflatten(
-            1, (level.num_families, level.family_size))
-    return blocks.sum(2)
+def equal_families(level: LevelLayout) -> Optional[int]:
+    r"""``B`` when every family of :obj:`level` has ``B`` members, in order
+    (its slots are a free ``[F, B]`` view), else :obj:`None`. Such levels
+    (balanced trees, roots) sum and broadcast over that view, which costs
+    less than a per-slot ``index_add`` or gather."""
+    if not level.blocks:                       # no siblings: families of 1
+        return 1
+    return level.blocks[0].family_size if level.unpad is None else None
 
 
-def add_family_sums(parents: Tensor, children: Tensor, level: LevelLayout,
-                    weight: Optional[Tensor] = None) -> Tensor:
-    r"""``parents`` (``[H, S_above, *]``) plus, in each family's parent slot,
-    the (weighted) sum of the family's rows of ``children`` (``[H, S, *]``,
-    the level below). A parent has one family: no slot is added to twice."""
-    return parents.index_add(1, level.parent_slot,
-                             family_sums(children, level, weight))
+def as_families(t: Tensor, level: LevelLayout) -> Tensor:
+    r"""``[H, S, *]`` -> ``[H, F, B, *]`` on a level of equal families (see
+    :func:`equal_families`); unchanged on others."""
+    size = equal_families(level)
+    return t if size is None else t.unflatten(1, (-1, size))
+
+
+def as_slots(t: Tensor, level: LevelLayout) -> Tensor:
+    r"""The inverse of :func:`as_families`."""
+    return t if equal_families(level) is None else t.flatten(1, 2)
+
+
+def add_to_parents(parents: Tensor, children: Tensor, level: LevelLayout
+                   ) -> Tensor:
+    r"""``parents`` (``[H, S_above, *]``) plus, in every parent's slot, the
+    sum of its children's rows of ``children``, the :func:`as_families`
+    view of the level below: one ``index_add`` (on CUDA under
+    ``torch.use_deterministic_algorithms``, a sorted segment sum), after a
+    sum over the family view on a level of equal families."""
+    size = equal_families(level)
+    if size is None:
+        return parents.index_add(1, level.parent, children)
+    return parents.index_add(1, level.parent[::size], children.sum(2))
 
 
 def subtree_sums(rows: List[Optional[Tensor]], layout: TreeLayout,
@@ -114,30 +127,32 @@ def subtree_sums(rows: List[Optional[Tensor]], layout: TreeLayout,
     where it is not to be counted, as :func:`read_levels` gives them;
     :obj:`None` for a level of zeros) plus the sums of its children."""
     sums: List[Optional[Tensor]] = [None] * layout.num_levels
-    families: Optional[Tensor] = None       # (H, F_below, *) family sums
+    below: Optional[Tensor] = None
     for depth in range(layout.num_levels - 1, top - 1, -1):
         level = layout.levels[depth]
         total = rows[depth]
-        if families is not None:            # every level but the deepest
+        if below is not None:               # every level but the deepest
             if total is None:
-                total = families.new_zeros(
-                    (families.size(0), level.node.size(0)) +
-                    families.shape[2:])
-            total = total.index_add(1, layout.levels[depth + 1].parent_slot,
-                                    families)
-        # Summed as (H, F, B, *): the sum's backward (an expand) then adds to
-        # the level's other gradients directly; through a [H, S, *] view
-        # autograd would first copy it.
-        blocks = total.unflatten(1, (level.num_families, level.family_size))
-        sums[depth] = blocks.flatten(1, 2)
-        families = blocks.sum(2) if depth > top else None
+                total = below.new_zeros((below.size(0), level.node.size(0)) +
+                                        sums[depth + 1].shape[2:])
+            total = add_to_parents(total, below, layout.levels[depth + 1])
+        # Summed in the family view, of which the level's sums are a view:
+        # the sum's backward (an expand) then adds to the level's other
+        # gradients directly; through a [H, S, *] view autograd would first
+        # copy it.
+        below = as_families(total, level)
+        sums[depth] = as_slots(below, level)
     return sums
 
 
 def from_parents(t: Tensor, level: LevelLayout) -> Tensor:
-    r"""The parents' rows of ``t`` (``[H, S_above, *]``) for every family of
-    :obj:`level`, as ``[H, F, 1, *]``: they broadcast over the members."""
-    return t.index_select(1, level.parent_slot).unsqueeze(2)
+    r"""The parent's row of ``t`` (``[H, S_above, *]``) for every slot of
+    :obj:`level`: ``[H, S, *]``, or on a level of equal families ``[H, F,
+    1, *]``, to broadcast against :func:`as_families` views."""
+    size = equal_families(level)
+    if size is None:
+        return t.index_select(1, level.parent)
+    return t.index_select(1, level.parent[::size]).unsqueeze(2)
 
 
 def per_slot(t: Tensor, like: Tensor) -> Tensor:

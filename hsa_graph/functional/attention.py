@@ -1,16 +1,16 @@
 r"""`hsa_attention`: the exact HSA dynamic program, read top to bottom.
 
-The four steps of ../shared/spec/HSA.md section 4, level by level on the
-family blocks of a :class:`~hsa_graph.layout.TreeLayout` (``layout.py``):
+The four steps of ../shared/spec/HSA.md section 4, level by level on a
+:class:`~hsa_graph.layout.TreeLayout` (``layout.py``):
 
 1. up:       mean query, key and value of the leaves below every node;
 2. families: masked softmax among siblings, one ``[B, B]`` block per family;
 3. up:       free energies, then the stick-breaking factors;
 4. down:     the stick-breaking mixture, root to leaves.
 
-Per-level tensors are head-major ``[H, S, C]`` (``S = F * B`` slots, padded
-families of ``B``), so a level's families are a free ``[H * F, B, C]`` view
-and the sibling softmax is two ``bmm``. Every step is the same plain tensor
+Per-level tensors are head-major ``[H, S, C]`` (a level's ``S`` nodes); the
+sibling softmax gathers each size class of families into ``[H * F, B, C]``
+blocks (padded to the class's largest family) and is two ``bmm``. Every step is the same plain tensor
 code on every device, eager or compiled, with no host synchronisation.
 
 Spec names -> code names: ``-eta`` -> ``log_sibling_mass``, ``-phi`` ->
@@ -27,9 +27,10 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ..layout import LevelLayout, TreeLayout, attention_dtype, tree_layout
-from ._levels import (add_family_sums, from_parents, per_slot,
-                      read_levels, subtree_sums, to_nodes)
+from ..layout import (NO_KEY, FamilyBlock, LevelLayout, TreeLayout,
+                      attention_dtype, tree_layout)
+from ._levels import (add_to_parents, as_families, as_slots, from_parents,
+                      per_slot, read_levels, subtree_sums, to_nodes)
 
 __all__ = ['hsa_attention', 'hsa_log_partition']
 
@@ -225,18 +226,40 @@ def _sibling_softmax(mean: Tensor, pos: Optional[Tensor], level: LevelLayout,
     r"""Step 2 for one level, from its ``[2H | 3H, S, C]`` mean query, key
     (and value): ``[H, S]`` log sibling masses ``-eta(A) = logsumexp_C
     s(A->C) + log n(C)`` and ``[H, S, C]`` sibling mixtures ``vt(A)``
-    (:obj:`None` without values); ``(None, None)`` for a level of only
-    children."""
-    size = level.family_size
-    if size == 1:
+    (:obj:`None` without values); ``(None, None)`` for a level where no node
+    has a sibling. Each size class of families is one block; a node without
+    siblings gets ``-eta = NO_KEY`` and ``vt = 0`` (the filler row)."""
+    if not level.blocks:
         return None, None
-    bias = level.key_bias.to(mean.dtype)               # (F, 1, B): log n(C)
+    results = [_block_softmax(mean, pos, block, heads, scale)
+               for block in level.blocks]
+    if level.unpad is None:              # one block: the level in order
+        return results[0]
+    mass, mixed = zip(*results)
+    filler = mass[0].new_full((heads, 1), NO_KEY)
+    mass = torch.cat(mass + (filler, ), 1).index_select(1, level.unpad)
+    if mixed[0] is not None:
+        filler = mixed[0].new_zeros((heads, 1, mixed[0].size(-1)))
+        mixed = torch.cat(mixed + (filler, ), 1).index_select(1, level.unpad)
+    return mass, mixed[0] if mixed[0] is None else mixed
+
+
+def _block_softmax(mean: Tensor, pos: Optional[Tensor], block: FamilyBlock,
+                   heads: int, scale: float
+                   ) -> Tuple[Tensor, Optional[Tensor]]:
+    r"""The sibling softmax of one block of families: ``[H, F * B]`` masses
+    and ``[H, F * B, C]`` mixtures (padding rows are dropped later)."""
+    size = block.family_size
+    if block.slot is not None:
+        mean = mean.index_select(1, block.slot)
+        pos = None if pos is None else pos.index_select(1, block.slot)
+    bias = block.key_bias.to(mean.dtype)               # (F, 1, B): log n(C)
     if pos is not None:                                # + eps_A . eps_C
         p = pos.reshape(-1, size, pos.size(-1))
         bias = bias + torch.bmm(p, p.transpose(1, 2)).view(
-            -1, level.num_families, size, size)
+            -1, block.num_families, size, size)
     mass, mixed = _SiblingSoftmax.apply(
-        mean.view(-1, heads, level.num_families, size, mean.size(-1)), bias,
+        mean.view(-1, heads, block.num_families, size, mean.size(-1)), bias,
         scale)
     return mass.flatten(1), None if mixed is None else mixed.flatten(1, 2)
 
@@ -341,8 +364,9 @@ def _free_energies(base: Optional[List[Tensor]],
             below = levels[depth + 1]
             # (contiguous: inductor gets index_add on an expanded tensor
             # wrong, torch 2.13)
-            phi = add_family_sums(phi.contiguous(), log_z, below,
-                                  below.child_weight)
+            weighted = as_families(log_z, below) * as_families(
+                per_slot(below.child_weight, log_z), below)
+            phi = add_to_parents(phi.contiguous(), weighted, below)
         mass = log_sibling_mass[depth]
         log_z = phi
         if mass is not None:
@@ -394,22 +418,20 @@ def _descend(reach: Optional[Tensor], out: Optional[Tensor],
     r"""Step 4 for one level: its slots' ``[H, S, 1]`` reach (if
     :obj:`need_reach`) and ``[H, S, Cv]`` output from their parents'
     (:obj:`None`: reach 1, out 0, not materialised)."""
-    size = level.family_size
     reach_parent = None if reach is None else from_parents(reach, level)
     out_parent = None if out is None else from_parents(out, level)
     if stay is None:                             # only children: pass on
-        return tuple(None if t is None else
-                     t.expand(-1, -1, size, -1).flatten(1, 2)
+        return tuple(None if t is None else as_slots(t, level)
                      for t in (reach_parent, out_parent))
-    stay, leave, mixed = (t.unflatten(1, (level.num_families, size))
-                          for t in (stay, leave, mixed))
+    stay, leave, mixed = (as_families(t, level) for t in (stay, leave, mixed))
     reach = stay if need_reach else None
     if reach_parent is not None:
         leave = reach_parent * leave
         reach = None if reach is None else reach_parent * reach
     out = leave * mixed if out_parent is None else \
         torch.addcmul(out_parent, leave, mixed)
-    return None if reach is None else reach.flatten(1, 2), out.flatten(1, 2)
+    return None if reach is None else as_slots(reach, level), \
+        as_slots(out, level)
 
 
 def _self_logits(leaf_qk: List[Tensor], pos: List[Optional[Tensor]],

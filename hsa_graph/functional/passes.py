@@ -1,19 +1,21 @@
 r"""Level-synchronous tree passes: leaf-to-root aggregation and root-to-leaf
 accumulation over a forest.
 
-Both run level by level on a :class:`~hsa_graph.layout.TreeLayout`'s family
-blocks (see ``_levels.py``): a sum over children is a sum over the family
-dimension, a parent's value reaches its children by one gather. The cost is
+Both run level by level on a :class:`~hsa_graph.layout.TreeLayout`'s levels
+(see ``_levels.py``): children's rows are added into their parents' slots
+by one ``index_add``, a parent's value reaches its children by one gather. The cost is
 O(N) work in O(height) kernel launches, with no Python loop over nodes.
 """
 from __future__ import annotations
 
 from typing import Optional
 
+import torch
 from torch import Tensor
 
 from ..layout import TreeLayout, tree_layout
-from ._levels import from_parents, read_levels, subtree_sums, to_nodes
+from ._levels import (as_families, as_slots, from_parents, read_levels,
+                      subtree_sums, to_nodes)
 
 __all__ = ['tree_upward', 'tree_downward']
 
@@ -67,7 +69,7 @@ def tree_upward(src: Tensor, edge_index: Optional[Tensor] = None, *,
     out = to_nodes(sums, layout)[:, 0]
     if reduce == 'mean':
         count = layout.leaf_count if leaves_only else to_nodes(subtree_sums(
-            [level.real.to(src.dtype).unsqueeze(0)
+            [torch.ones_like(level.leaf, dtype=src.dtype).unsqueeze(0)
              for level in layout.levels], layout), layout)[:, 0]
         out = out / count.to(out.dtype).view((-1, ) + (1, ) * (src.dim() - 1))
     return out
@@ -106,9 +108,9 @@ def tree_downward(src: Tensor, edge_index: Optional[Tensor] = None, *,
                                                  [x], layout,
                                                  leaves_only=False))):
         if depth > 0:
-            above = from_parents(levels[-1], level)         # (1, F, 1, *)
-            own = own.unflatten(1, (level.num_families, level.family_size))
-            own = (above + own if reduce == 'sum' else above * own).flatten(
-                1, 2)
+            above = from_parents(levels[-1], level)
+            own = as_families(own, level)
+            own = as_slots(above + own if reduce == 'sum' else above * own,
+                           level)
         levels.append(own)
     return to_nodes(levels, layout)[:, 0]
