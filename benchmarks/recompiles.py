@@ -5,7 +5,7 @@ DataLoader: batches of differently shaped hierarchies (furniture octrees,
 Dynamo runs with the ``eager`` backend: the guards, and hence the recompiles,
 are those of any backend (Inductor included), without the code generation.
 
-    python benchmarks/recompiles.py --batches 40 --out benchmarks/results/recompiles.json
+    python benchmarks/recompiles.py --batches 20 --out benchmarks/results/recompiles_session9.json
 """
 from __future__ import annotations
 
@@ -51,9 +51,10 @@ def signature(layout):
                  for level in layout.levels)
 
 
-def count(hierarchies, batches, batch_size):
+def count(hierarchies, batches, batch_size, size_classes):
     loader = DataLoader(hierarchies, batch_size=batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(0))
+                        generator=torch.Generator().manual_seed(0),
+                        size_classes=size_classes)
     chosen = [batch for _, batch in zip(range(batches), loader)]
     kinds = {signature(batch.layout) for batch in chosen}
     heights = {batch.layout.num_levels for batch in chosen}
@@ -73,6 +74,8 @@ def main():
     parser.add_argument('--duck-shape', action='store_true',
                         help="keep PyTorch's duck shaping (equal sizes in the "
                         'first batch share a symbol)')
+    parser.add_argument('--size-classes', type=int, nargs='+', default=[1, 2],
+                        help="the loader's size_classes (one run each)")
     parser.add_argument('--out', default=None)
     args = parser.parse_args()
     torch._dynamo.config.cache_size_limit = max(
@@ -84,13 +87,16 @@ def main():
     for name in args.datasets:
         hierarchies = (furniture(int(name.split('-')[1]))
                        if name.startswith('furniture') else text(name))
-        result = count(hierarchies, args.batches, args.batch_size)
-        results[name] = result
-        print(f"{name:16s} {result['batches']} batches of "
-              f"{args.batch_size}: {result['distinct_heights']} heights, "
-              f"{result['distinct_structure_kinds']} structure kinds, "
-              f"{result['graphs']} compiled graphs (after each batch: "
-              f"{result['graphs_after_each_batch']})", flush=True)
+        for classes in args.size_classes:
+            torch._dynamo.reset()
+            result = count(hierarchies, args.batches, args.batch_size, classes)
+            results[f'{name}, size_classes={classes}'] = result
+            print(f"{name:16s} size_classes={classes}: {result['batches']} "
+                  f"batches of "
+                  f"{args.batch_size}: {result['distinct_heights']} heights, "
+                  f"{result['distinct_structure_kinds']} structure kinds, "
+                  f"{result['graphs']} compiled graphs (after each batch: "
+                  f"{result['graphs_after_each_batch']})", flush=True)
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(dict(command=' '.join(sys.argv), torch=torch.__version__,

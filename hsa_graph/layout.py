@@ -11,7 +11,7 @@ sorted segment sum under ``torch.use_deterministic_algorithms``); a parent's
 value reaches its children by one gather.
 
 Only the sibling softmax needs families as ``[F, B]`` blocks. A level's
-families are grouped into at most :data:`MAX_BLOCKS` *size classes*, each a
+families are grouped into at most ``size_classes`` (default 2) *size classes*, each a
 :class:`FamilyBlock` padded to its largest family (families of one node have
 no siblings and skip the softmax): a ragged level pays for its own families'
 sizes, not ``F`` times the widest.
@@ -39,12 +39,12 @@ NO_KEY = -1e32
 NO_INNER = -1e30
 
 
-# At most this many size classes of families per level: each class costs
-# about 25 operations per step, so more classes trade kernel launches for
-# padding. Classes split wherever a level has two distinct family sizes (no
-# threshold: so a dataset's batches of one height get one block structure,
-# and torch.compile one graph).
-MAX_BLOCKS = 2
+# Size classes of families per level, at most (tree_layout's default): each
+# class costs about 25 operations per step, so more classes trade kernel
+# launches for padding. Classes split wherever a level has two distinct
+# family sizes (no threshold, so that the batches of a dataset at one height
+# mostly share a block structure, and a compiled model a graph).
+SIZE_CLASSES = 2
 
 
 def _map_tensors(obj, fn):
@@ -287,7 +287,7 @@ def _depth_and_root(parent: Tensor):
     return depth, jump
 
 
-def _build(parent: Tensor) -> TreeLayout:
+def _build(parent: Tensor, size_classes: int = SIZE_CLASSES) -> TreeLayout:
     r"""The layout of a validated parent vector (on the CPU)."""
     num_nodes = parent.numel()
     depth, _ = _depth_and_root(parent)
@@ -317,7 +317,8 @@ def _build(parent: Tensor) -> TreeLayout:
         level_slots[nodes] = nodes.numel()
         up = slot[parent[nodes]] if d > 0 else torch.empty(0, dtype=torch.long)
         count, leaf = leaf_count[nodes], is_leaf[nodes]
-        blocks, unpad = _family_blocks(up, count) if d > 0 else ([], None)
+        blocks, unpad = _family_blocks(up, count, size_classes) if d > 0 \
+            else ([], None)
         levels.append(LevelLayout(
             node=nodes, leaf_node=torch.where(leaf, nodes, num_nodes),
             leaf=leaf.double(), count=count,
@@ -332,7 +333,7 @@ def _build(parent: Tensor) -> TreeLayout:
                       num_trees=int((~is_child).sum()))
 
 
-def _family_blocks(up: Tensor, count: Tensor):
+def _family_blocks(up: Tensor, count: Tensor, size_classes: int):
     r"""A level's families (runs of equal parent slot in :obj:`up`) as
     :class:`FamilyBlock` size classes, and the level's ``unpad`` index."""
     num_slots = up.numel()
@@ -345,7 +346,7 @@ def _family_blocks(up: Tensor, count: Tensor):
     unpad = torch.full((num_slots, ), -1, dtype=torch.long)
     blocks: List[FamilyBlock] = []
     low, offset = 1, 0
-    for width in _size_classes(size):
+    for width in _size_classes(size, size_classes):
         members = ((size > low) & (size <= width)).nonzero().flatten()
         low = width
         rank = torch.full_like(size, -1)
@@ -366,9 +367,9 @@ def _family_blocks(up: Tensor, count: Tensor):
     return blocks, unpad.masked_fill_(unpad < 0, offset)     # filler row
 
 
-def _size_classes(size: Tensor) -> List[int]:
+def _size_classes(size: Tensor, most: int) -> List[int]:
     r"""The largest family size of each size class (ascending), for families
-    of :obj:`size` > 1: at most :data:`MAX_BLOCKS` classes, each split
+    of :obj:`size` > 1: at most :obj:`most` classes, each split
     greedily where it saves most of the padded softmax cost ``sum F * B *
     (B + 16)`` (a slot weighs like 16 keys)."""
     sizes, counts = torch.unique(size[size > 1], return_counts=True)
@@ -381,7 +382,7 @@ def _size_classes(size: Tensor) -> List[int]:
         return (below[hi] - below[lo]) * weight[hi - 1]
 
     ends = [sizes.numel()]
-    for _ in range(MAX_BLOCKS - 1):
+    for _ in range(most - 1):
         best, lo = (0.0, None), 0
         for hi in ends:
             if hi - lo > 1:
@@ -405,8 +406,9 @@ def _size_classes(size: Tensor) -> List[int]:
 
 class _LayoutCache:
     r"""The layouts of the last few :obj:`edge_index` tensors, keyed by object
-    identity and version, so that one-off calls on one batch (several heads,
-    layers or a zero-shot model's patched layers) build the structure once.
+    identity (and ``size_classes``) and version, so that one-off calls on one
+    batch (several heads, layers or a zero-shot model's patched layers)
+    build the structure once.
     Training loops should not rely on it: the loader builds layouts."""
 
     def __init__(self, capacity: int = 16):
@@ -414,15 +416,17 @@ class _LayoutCache:
         self.entries: Dict[int, tuple] = {}
 
     def get(self, edge_index: Tensor, num_nodes: int, device: torch.device,
-            dtype: torch.dtype) -> TreeLayout:
-        entry = self.entries.get(id(edge_index))
+            dtype: torch.dtype, size_classes: int) -> TreeLayout:
+        key = (id(edge_index), size_classes)
+        entry = self.entries.get(key)
         if entry is None or entry[0]() is not edge_index or \
                 entry[1] != edge_index._version or entry[2] != num_nodes:
             entry = (weakref.ref(edge_index), edge_index._version, num_nodes,
-                     {}, _build(parent_from_edge_index(edge_index, num_nodes)))
+                     {}, _build(parent_from_edge_index(edge_index, num_nodes),
+                                size_classes))
             if len(self.entries) >= self.capacity:
                 self.entries.pop(next(iter(self.entries)))
-            self.entries[id(edge_index)] = entry
+            self.entries[key] = entry
         copies, built = entry[3], entry[4]     # float64 on the CPU: exact
         if (device, dtype) not in copies:
             copies[device, dtype] = built.to(device, dtype)
@@ -434,7 +438,8 @@ _CACHE = _LayoutCache()
 
 def tree_layout(edge_index: Tensor, num_nodes: Optional[int] = None,
                 device=None, dtype: torch.dtype = torch.float64,
-                cache: bool = True) -> TreeLayout:
+                cache: bool = True,
+                size_classes: int = SIZE_CLASSES) -> TreeLayout:
     r"""Validates a forest given as child -> parent :obj:`edge_index` and
     returns its :class:`TreeLayout`.
 
@@ -456,11 +461,21 @@ def tree_layout(edge_index: Tensor, num_nodes: Optional[int] = None,
             nothing. (default: :obj:`torch.float64`, exact for every input)
         cache (bool): reuse the layout built for this very tensor (until it
             is modified in place). (default: :obj:`True`)
+        size_classes (int): at most this many size classes of families per
+            level for the sibling softmax, each padded to its widest family.
+            More classes pad less on ragged levels; ``1`` pads every family
+            of a level to the widest and gives every batch of one height the
+            same block structure (one ``torch.compile`` graph per height over
+            ragged batches, see docs/performance.md). (default: :obj:`2`)
     """
+    if not isinstance(size_classes, int) or size_classes < 1:
+        raise ValueError(f'size_classes must be a positive int, got '
+                         f'{size_classes!r}')
     if num_nodes is None:
         num_nodes = int(edge_index.max()) + 1 if edge_index.numel() else 1
     device = torch.device(device) if device is not None else edge_index.device
     if cache:
-        return _CACHE.get(edge_index, int(num_nodes), device, dtype)
-    return _build(parent_from_edge_index(edge_index, int(num_nodes))).to(
-        device, dtype)
+        return _CACHE.get(edge_index, int(num_nodes), device, dtype,
+                          size_classes)
+    return _build(parent_from_edge_index(edge_index, int(num_nodes)),
+                  size_classes).to(device, dtype)

@@ -8,7 +8,7 @@ import torch
 import torch_geometric.loader
 from torch_geometric.data import Batch
 
-from .layout import tree_layout
+from .layout import SIZE_CLASSES, tree_layout
 
 __all__ = ['DataLoader', 'LayoutCollater']
 
@@ -29,12 +29,16 @@ class LayoutCollater:
         layout_dtype (torch.dtype): the dtype of the layout's float tensors,
             the dtype the attention computes in (float32 for half-precision
             training). (default: :obj:`torch.float32`)
+        size_classes (int): family size classes per level (see
+            :func:`~hsa_graph.tree_layout`). (default: :obj:`2`)
     """
     def __init__(self, collate, edge_index: str = 'edge_index',
-                 layout_dtype: torch.dtype = torch.float32):
+                 layout_dtype: torch.dtype = torch.float32,
+                 size_classes: int = SIZE_CLASSES):
         self.collate = collate
         self.edge_index = edge_index
-        self.layout_dtype = layout_dtype
+        self.options = dict(dtype=layout_dtype, size_classes=size_classes,
+                            cache=False)
 
     def __call__(self, data_list: List[Any]) -> Batch:
         batch = self.collate(data_list)
@@ -42,14 +46,12 @@ class LayoutCollater:
         if isinstance(trees, list):       # graphs, each with a tree beside
             forest = Batch.from_data_list(trees)
             forest.layout = tree_layout(forest.edge_index, forest.num_nodes,
-                                        dtype=self.layout_dtype, cache=False)
+                                        **self.options)
             batch.hierarchy = forest
         else:
             try:
                 batch.layout = tree_layout(getattr(batch, self.edge_index),
-                                           batch.num_nodes,
-                                           dtype=self.layout_dtype,
-                                           cache=False)
+                                           batch.num_nodes, **self.options)
             except ValueError as error:
                 raise ValueError(
                     f'hsa_graph.loader.DataLoader batches hierarchies: '
@@ -80,6 +82,10 @@ class DataLoader(torch_geometric.loader.DataLoader):
             the dtype the model computes attention in (float32 also for
             half-precision training; float64 for float64 models).
             (default: :obj:`torch.float32`)
+        size_classes (int): family size classes per level (see
+            :func:`~hsa_graph.tree_layout`): ``1`` for ``torch.compile``
+            over ragged batches (one graph per tree height), the default 2
+            for less padding. (default: :obj:`2`)
         **kwargs (optional): further arguments of
             :class:`torch.utils.data.DataLoader` (``num_workers``,
             ``pin_memory``, ``persistent_workers``, ...).
@@ -87,11 +93,13 @@ class DataLoader(torch_geometric.loader.DataLoader):
     def __init__(self, dataset, batch_size: int = 1, shuffle: bool = False,
                  follow_batch: Optional[Sequence[str]] = None,
                  exclude_keys: Optional[Sequence[str]] = None,
-                 layout_dtype: torch.dtype = torch.float32, **kwargs):
+                 layout_dtype: torch.dtype = torch.float32,
+                 size_classes: int = SIZE_CLASSES, **kwargs):
         if 'collate_fn' in kwargs:
             raise TypeError('DataLoader builds its own collate_fn; use '
                             'torch_geometric.loader.DataLoader for another')
         super().__init__(dataset, batch_size, shuffle, follow_batch,
                          exclude_keys, **kwargs)
         self.collate_fn = LayoutCollater(self.collate_fn,
-                                         layout_dtype=layout_dtype)
+                                         layout_dtype=layout_dtype,
+                                         size_classes=size_classes)

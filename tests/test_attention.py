@@ -32,11 +32,13 @@ def qkv(num_nodes, heads=2, channels=3, value_channels=4,
 
 @settings(max_examples=60, deadline=None)
 @given(parent=ragged_trees(), include_self=st.booleans(),
-       use_pos=st.sampled_from([None, '2d', '3d']), seed=st.integers(0, 99))
+       use_pos=st.sampled_from([None, '2d', '3d']), seed=st.integers(0, 99),
+       size_classes=st.sampled_from([1, 2, 3]))
 def test_matches_dense_reference_on_ragged_trees(parent, include_self,
-                                                 use_pos, seed):
+                                                 use_pos, seed, size_classes):
     h = Hierarchy.from_parent(parent)
-    layout = tree_layout(h.edge_index, h.num_nodes, cache=False)
+    layout = tree_layout(h.edge_index, h.num_nodes, cache=False,
+                         size_classes=size_classes)
     q, k, v = qkv(h.num_nodes, seed=seed)
     pos = None
     if use_pos == '2d':

@@ -64,8 +64,10 @@ def test_layer_compiles_once_per_height_over_loader_batches():
         return torch.autograd.grad(run(x, edge_index, layout).square().sum(),
                                    x)[0]
 
+    # size_classes=1: one block per level, the structure for compiling over
+    # ragged batches (docs/performance.md).
     loader = DataLoader(FakeHierarchyDataset(200, avg_num_leaves=40),
-                        batch_size=8, shuffle=True,
+                        batch_size=8, shuffle=True, size_classes=1,
                         generator=torch.Generator().manual_seed(0))
     heights = set()
     with shape_config.patch(use_duck_shape=False):

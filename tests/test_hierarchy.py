@@ -133,6 +133,36 @@ def test_ragged_level_splits_into_size_classes():
     assert 'levels=[1, 1x9, 4x2+4x9]' in repr(layout)
 
 
+def test_size_classes_option():
+    parent = [-1] + [0] * 9
+    for p, size in zip(range(1, 10), [2, 9, 2, 9, 2, 9, 2, 9, 1]):
+        parent += [p] * size
+    h = Hierarchy.from_parent(parent)
+    one = tree_layout(h.edge_index, h.num_nodes, size_classes=1)
+    two = tree_layout(h.edge_index, h.num_nodes)         # cached separately
+    assert [(b.num_families, b.family_size) for b in one.levels[2].blocks] \
+        == [(8, 9)]
+    assert len(two.levels[2].blocks) == 2
+    assert tree_layout(h.edge_index, h.num_nodes, size_classes=1) is one
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match='size_classes'):
+            tree_layout(h.edge_index, h.num_nodes, size_classes=bad)
+    from hsa_graph.loader import DataLoader
+    batch = next(iter(DataLoader([h, h], batch_size=2, size_classes=1)))
+    assert len(batch.layout.levels[2].blocks) == 1
+
+
+def test_one_wide_family_gets_its_own_class():
+    # 100 families of 2 and one of 1,000 at one depth: padding them all to
+    # 1,000 took 11 s; the wide family is a class of its own.
+    parent = [-1] + [0] * 101
+    for p, size in enumerate([2] * 100 + [1000], start=1):
+        parent += [p] * size
+    level = Hierarchy.from_parent(parent).layout.levels[2]
+    assert [(b.num_families, b.family_size) for b in level.blocks] == \
+        [(100, 2), (1, 1000)]
+
+
 def test_layout_is_data_that_moves():
     h = Hierarchy.from_parent([-1, 0, 0, 1, 1, 1, 2, 2])
     layout = h.layout
