@@ -35,6 +35,8 @@ def main():
     parser.add_argument('--repo', default=os.path.dirname(HERE))
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--steps', type=int, default=7)
+    parser.add_argument('--size-classes', type=int, default=None,
+                        help="the loader's size_classes (default: its own)")
     args = parser.parse_args()
     sys.path.insert(0, args.repo)
     sys.path.insert(0, os.path.join(args.repo, 'examples'))
@@ -48,7 +50,9 @@ def main():
     clouds = SweetHome3DFurniture(root, 'train', num_points=2048)
     items = [pc.octree_input(clouds[i].pos, clouds[i].y.view(1), 16)
              for i in range(16)]
-    batch = next(iter(DataLoader(items, batch_size=16)))
+    options = {} if args.size_classes is None else dict(
+        size_classes=args.size_classes)
+    batch = next(iter(DataLoader(items, batch_size=16, **options)))
     torch.manual_seed(0)
     model = pc.HSAPointClassifier(64, 2, 4, 10, 0.0)
     optimizer = torch.optim.Adam(model.parameters())

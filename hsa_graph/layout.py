@@ -115,10 +115,13 @@ class LevelLayout:
             (empty for level 0).
         blocks (list): the :class:`FamilyBlock` size classes of the families
             with siblings (empty when no node of the level has a sibling).
-        unpad (Tensor, optional): ``[S]`` where each slot's softmax result
-            lies in the blocks' outputs laid end to end, followed by one
-            filler row for the slots without siblings; :obj:`None` when the
-            one block is the level in order.
+        unpad (Tensor, optional): ``[3, S]`` where each slot's softmax
+            result lies in the blocks' ``[H, F * B]`` outputs flattened and
+            laid end to end, followed by one filler row for the slots
+            without siblings: per slot its position ``p`` counted in one
+            head's slots, its block's start ``o`` and size ``F * B``, so
+            head ``h`` reads row ``p + (H - 1) o + h F B``. :obj:`None` when
+            the one block is the level in order.
     """
     node: Tensor
     leaf_node: Tensor
@@ -343,7 +346,7 @@ def _family_blocks(up: Tensor, count: Tensor, size_classes: int):
     size = torch.diff(start, append=torch.tensor([num_slots]))
     family = torch.cumsum(new.long(), 0) - 1          # of each slot
     position = torch.arange(num_slots) - start[family]
-    unpad = torch.full((num_slots, ), -1, dtype=torch.long)
+    unpad = torch.full((3, num_slots), -1, dtype=torch.long)
     blocks: List[FamilyBlock] = []
     low, offset = 1, 0
     for width in _size_classes(size, size_classes):
@@ -356,7 +359,9 @@ def _family_blocks(up: Tensor, count: Tensor, size_classes: int):
         block_slot = torch.where(real, first + torch.arange(width), first)
         key_bias = torch.where(real, count[block_slot].log(), NO_KEY)
         mine = rank[family] >= 0
-        unpad[mine] = offset + rank[family[mine]] * width + position[mine]
+        unpad[0, mine] = offset + rank[family[mine]] * width + position[mine]
+        unpad[1, mine] = offset
+        unpad[2, mine] = members.numel() * width
         offset += members.numel() * width
         whole = members.numel() == size.numel() and bool(real.all())
         blocks.append(FamilyBlock(
@@ -364,7 +369,9 @@ def _family_blocks(up: Tensor, count: Tensor, size_classes: int):
             key_bias=key_bias.view(-1, 1, width)))
     if len(blocks) == 1 and blocks[0].slot is None:
         return blocks, None
-    return blocks, unpad.masked_fill_(unpad < 0, offset)     # filler row
+    alone = unpad[0] < 0                  # no siblings: the filler row
+    unpad[:2, alone], unpad[2, alone] = offset, 0
+    return blocks, unpad
 
 
 def _size_classes(size: Tensor, most: int) -> List[int]:

@@ -109,7 +109,7 @@ def test_layout_levels_and_families():
     assert bias[1, 2] < -1e31 and (bias[:, :2] == 0).all()   # log n = 0
     # Results come back from the padded block's rows 0-4; level 1 is one
     # family in order: no gather, no unpad.
-    assert level.unpad.tolist() == [0, 1, 2, 3, 4]
+    assert level.unpad.tolist() == [[0, 1, 2, 3, 4], [0] * 5, [6] * 5]
     top, = layout.levels[1].blocks
     assert top.slot is None and layout.levels[1].unpad is None
     assert top.key_bias.flatten().tolist() == [math.log(3), math.log(2)]
@@ -128,8 +128,11 @@ def test_ragged_level_splits_into_size_classes():
     assert [(b.num_families, b.family_size) for b in level.blocks] == \
         [(4, 2), (4, 9)]
     assert level.blocks[0].slot.tolist()[:4] == [0, 1, 11, 12]
-    assert level.unpad.tolist()[-1] == 4 * 2 + 4 * 9          # the filler
-    assert level.unpad.tolist()[:3] == [0, 1, 8]
+    position, start, size = level.unpad.tolist()
+    # Node 9's child: the filler, after both blocks (row H * 44 for any H).
+    assert (position[-1], start[-1], size[-1]) == (44, 44, 0)
+    assert position[:3] == [0, 1, 8] and start[:3] == [0, 0, 8]
+    assert size[:3] == [8, 8, 36]
     assert 'levels=[1, 1x9, 4x2+4x9]' in repr(layout)
 
 

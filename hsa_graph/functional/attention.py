@@ -235,13 +235,20 @@ def _sibling_softmax(mean: Tensor, pos: Optional[Tensor], level: LevelLayout,
                for block in level.blocks]
     if level.unpad is None:              # one block: the level in order
         return results[0]
+    # Blocks flattened and laid end to end (so that their gradients come back
+    # as contiguous chunks for bmm), then each slot's row, head by head.
+    position, start, size = level.unpad
+    rows = torch.addcmul(torch.add(position, start, alpha=heads - 1),
+                         torch.arange(heads, device=position.device
+                                      ).unsqueeze(1), size).flatten()
     mass, mixed = zip(*results)
-    filler = mass[0].new_full((heads, 1), NO_KEY)
-    mass = torch.cat(mass + (filler, ), 1).index_select(1, level.unpad)
+    mass = torch.cat([m.flatten() for m in mass] + [
+        mass[0].new_full((1, ), NO_KEY)]).index_select(0, rows)
     if mixed[0] is not None:
-        filler = mixed[0].new_zeros((heads, 1, mixed[0].size(-1)))
-        mixed = torch.cat(mixed + (filler, ), 1).index_select(1, level.unpad)
-    return mass, mixed[0] if mixed[0] is None else mixed
+        mixed = torch.cat([m.flatten(0, 1) for m in mixed] + [
+            mixed[0].new_zeros((1, mixed[0].size(-1)))]).index_select(0, rows)
+        mixed = mixed.view(heads, -1, mixed.size(-1))
+    return mass.view(heads, -1), mixed[0] if mixed[0] is None else mixed
 
 
 def _block_softmax(mean: Tensor, pos: Optional[Tensor], block: FamilyBlock,
