@@ -3,18 +3,23 @@ once per sample or batch (in the DataLoader's workers, see
 :mod:`hsa_graph.loader`) with vectorised code, and moved to the device with
 the batch.
 
-The dynamic program works level by level. Level ``d`` holds the ``S``
-nodes at depth ``d`` as *slots*, grouped by parent (families in their
-parents' slot order, members by node id); the roots form level 0. Sums over
-children add each slot's row into its parent's slot (one ``index_add``, a
-sorted segment sum under ``torch.use_deterministic_algorithms``); a parent's
-value reaches its children by one gather.
+The dynamic program works level by level. Level ``d`` holds the nodes at
+depth ``d`` as *slots*, grouped by parent into families (in their parents'
+slot order, members by node id; the roots are families of one: trees never
+see each other). Sums over children add each slot's row into its parent's
+slot (one ``index_add``, a sorted segment sum under
+``torch.use_deterministic_algorithms``); a parent's value reaches its
+children by one gather. The sibling softmax needs families as ``[F, B]``
+blocks, and a level is stored one of two ways:
 
-Only the sibling softmax needs families as ``[F, B]`` blocks. A level's
-families are grouped into at most ``size_classes`` (default 2) *size classes*, each a
-:class:`FamilyBlock` padded to its largest family (families of one node have
-no siblings and skip the softmax): a ragged level pays for its own families'
-sizes, not ``F`` times the widest.
+* **padded**, while padding every family to the level's widest ``B`` costs
+  at most :data:`PAD_LIMIT` times its nodes (balanced trees, windows, full
+  cells): ``F * B`` slots, a free ``[F, B]`` view for the softmax and for
+  sums and broadcasts over families; padding slots stand for no node;
+* **packed**, when more ragged: one slot per node, and the families gathered
+  into at most ``size_classes`` (default 2) :class:`FamilyBlock` size
+  classes for the softmax, each padded to its own widest family, so a ragged
+  level pays for its own families' sizes, not ``F`` times the widest.
 """
 from __future__ import annotations
 
@@ -45,6 +50,10 @@ NO_INNER = -1e30
 # family sizes (no threshold, so that the batches of a dataset at one height
 # mostly share a block structure, and a compiled model a graph).
 SIZE_CLASSES = 2
+# A level stays padded to its widest family (one free [F, B] view: no gathers,
+# the cheapest passes) while that costs at most PAD_LIMIT times its nodes;
+# a more ragged level is packed, its families gathered in size classes.
+PAD_LIMIT = 1.5
 
 
 def _map_tensors(obj, fn):
@@ -70,8 +79,8 @@ class FamilyBlock:
     Attributes:
         slot (Tensor, optional): ``[F * B]`` the level slot of each member;
             padding repeats the family's first slot (its key is masked, its
-            query's result is dropped). :obj:`None` when the block is the
-            whole level in order (a level of equal families): no gather.
+            query's result is dropped). :obj:`None` on a padded level: the
+            block is the level in order, no gather.
         key_bias (Tensor): ``[F, 1, B]`` float :math:`\log n(C)` of each key
             slot, ``NO_KEY`` on padding: a family's mask is O(B), not O(B^2).
     """
@@ -89,39 +98,39 @@ class FamilyBlock:
 
 @dataclass
 class LevelLayout:
-    r"""One depth level of a forest: its ``S`` nodes as slots, and its
-    families in size classes.
+    r"""One depth level of a forest as ``S`` slots (padded or packed, see
+    the module's docstring), and its families in size classes.
 
-    Which slots are leaves or inner nodes is data (tensors), not Python
-    flags: the passes run the same operations on every level. Per-slot float
-    tensors are stored in the layout's dtype (see :meth:`TreeLayout.to`),
-    the dtype they are used in.
+    Which slots are leaves, inner nodes or padding is data (tensors), not
+    Python flags. Per-slot float tensors are stored in the layout's dtype
+    (see :meth:`TreeLayout.to`), the dtype they are used in.
 
     Attributes:
-        node (Tensor): ``[S]`` node id of each slot.
-        leaf_node (Tensor): ``[S]`` as :obj:`node`, but ``N`` (one past the
-            last node: nothing to read) at inner nodes: reading through it
-            reads leaf rows and zeros (an inner node's row, NaN or not, never
-            enters).
+        node (Tensor): ``[S]`` node id of each slot; ``N`` (one past the
+            last node: nothing to read) for padding.
+        leaf_node (Tensor): ``[S]`` as :obj:`node`, but ``N`` at inner
+            nodes too: reading through it reads leaf rows and zeros (an inner
+            node's row, NaN or not, never enters).
         leaf (Tensor): ``[S]`` float, 1 at leaf slots, else 0.
         count (Tensor): ``[S]`` float :math:`n(A)`, the number of leaves
-            below (integers, so exact in any float dtype).
-        child_weight (Tensor): ``[S]`` float :math:`n(A) / n(pa(A))` (0 at
-            the roots).
+            below (1 on padding; integers, so exact in any float dtype).
+        child_weight (Tensor): ``[S]`` float :math:`n(A) / n(pa(A))` (0 on
+            padding and at the roots).
         inner_base (Tensor): ``[S]`` float :math:`-\phi` of a slot before
             its children's terms, without self-attention: ``NO_INNER`` at
             leaves, else 0.
         parent (Tensor): ``[S]`` each slot's parent slot in the level above
-            (empty for level 0).
+            (a padding slot's: its family's; empty for level 0).
         blocks (list): the :class:`FamilyBlock` size classes of the families
-            with siblings (empty when no node of the level has a sibling).
+            with siblings (empty when no node of the level has a sibling;
+            one block with no gather on a padded level).
         unpad (Tensor, optional): ``[3, S]`` where each slot's softmax
             result lies in the blocks' ``[H, F * B]`` outputs flattened and
             laid end to end, followed by one filler row for the slots
             without siblings: per slot its position ``p`` counted in one
             head's slots, its block's start ``o`` and size ``F * B``, so
-            head ``h`` reads row ``p + (H - 1) o + h F B``. :obj:`None` when
-            the one block is the level in order.
+            head ``h`` reads row ``p + (H - 1) o + h F B``. :obj:`None` on
+            a padded level.
     """
     node: Tensor
     leaf_node: Tensor
@@ -311,24 +320,52 @@ def _build(parent: Tensor, size_classes: int = SIZE_CLASSES) -> TreeLayout:
     level_start = torch.empty(num_nodes, dtype=torch.long)
     level_slots = torch.empty(num_nodes, dtype=torch.long)
     levels: List[LevelLayout] = []
+    offset = 0
     for d in range(num_levels):
         nodes = by_depth[ptr[d]:ptr[d + 1]]
         if d > 0:               # families in their parents' slot order
             nodes = nodes[torch.sort(slot[parent[nodes]], stable=True).indices]
-        slot[nodes] = torch.arange(nodes.numel())
-        level_start[nodes] = ptr[d]
-        level_slots[nodes] = nodes.numel()
-        up = slot[parent[nodes]] if d > 0 else torch.empty(0, dtype=torch.long)
-        count, leaf = leaf_count[nodes], is_leaf[nodes]
-        blocks, unpad = _family_blocks(up, count, size_classes) if d > 0 \
-            else ([], None)
+        # Each root is a family of one (trees never see each other).
+        up = slot[parent[nodes]] if d > 0 else torch.arange(nodes.numel())
+        start, size, family, position = _families(up)
+        width = int(size.max())
+        padded = size_classes == 1 or \
+            width * size.numel() <= PAD_LIMIT * nodes.numel()
+        at = family * width + position if padded else \
+            torch.arange(nodes.numel())
+        num_slots = size.numel() * width if padded else nodes.numel()
+        slot[nodes] = at
+        level_start[nodes], level_slots[nodes] = offset, num_slots
+        offset += num_slots
+
+        def per_slot(values: Tensor, fill) -> Tensor:
+            full = torch.full((num_slots, ), fill, dtype=values.dtype)
+            full[at] = values
+            return full
+
+        count = per_slot(leaf_count[nodes], 1.)
+        leaf = per_slot(is_leaf[nodes], False)
+        node = per_slot(nodes, num_nodes)
+        blocks, unpad = [], None
+        if padded and width > 1:          # one block: the level in order
+            key_bias = torch.where(per_slot(torch.ones_like(nodes, dtype=torch.bool), False),
+                                   count.log(), NO_KEY)
+            blocks = [FamilyBlock(slot=None,
+                                  key_bias=key_bias.view(-1, 1, width))]
+        elif not padded:
+            blocks, unpad = _family_blocks(start, size, family, position,
+                                           count, size_classes)
         levels.append(LevelLayout(
-            node=nodes, leaf_node=torch.where(leaf, nodes, num_nodes),
+            node=node, leaf_node=torch.where(leaf, node, num_nodes),
             leaf=leaf.double(), count=count,
-            child_weight=count / leaf_count[parent[nodes]] if d > 0
+            child_weight=per_slot(leaf_count[nodes] /
+                                  leaf_count[parent[nodes]], 0.) if d > 0
             else torch.zeros_like(count),
-            inner_base=leaf.double() * NO_INNER, parent=up, blocks=blocks,
-            unpad=unpad))
+            inner_base=leaf.double() * NO_INNER,
+            # (a padding slot's parent: its family's)
+            parent=torch.empty(0, dtype=torch.long) if d == 0 else
+            up[start].repeat_interleave(width) if padded else up,
+            blocks=blocks, unpad=unpad))
     return TreeLayout(num_nodes=num_nodes, parent=parent, depth=depth,
                       is_leaf=is_leaf, leaf_count=leaf_count,
                       node_slot=slot, node_level_start=level_start,
@@ -336,17 +373,23 @@ def _build(parent: Tensor, size_classes: int = SIZE_CLASSES) -> TreeLayout:
                       num_trees=int((~is_child).sum()))
 
 
-def _family_blocks(up: Tensor, count: Tensor, size_classes: int):
-    r"""A level's families (runs of equal parent slot in :obj:`up`) as
-    :class:`FamilyBlock` size classes, and the level's ``unpad`` index."""
-    num_slots = up.numel()
-    new = torch.ones(num_slots, dtype=torch.bool)
+def _families(up: Tensor):
+    r"""The families of a level's nodes (runs of equal parent slot in
+    :obj:`up`): each family's first node and size, each node's family and
+    position in it."""
+    new = torch.ones(up.numel(), dtype=torch.bool)
     new[1:] = up[1:] != up[:-1]
     start = new.nonzero().flatten()
-    size = torch.diff(start, append=torch.tensor([num_slots]))
-    family = torch.cumsum(new.long(), 0) - 1          # of each slot
-    position = torch.arange(num_slots) - start[family]
-    unpad = torch.full((3, num_slots), -1, dtype=torch.long)
+    size = torch.diff(start, append=torch.tensor([up.numel()]))
+    family = torch.cumsum(new.long(), 0) - 1
+    return start, size, family, torch.arange(up.numel()) - start[family]
+
+
+def _family_blocks(start: Tensor, size: Tensor, family: Tensor,
+                   position: Tensor, count: Tensor, size_classes: int):
+    r"""A packed level's families as :class:`FamilyBlock` size classes, and
+    the level's ``unpad`` index."""
+    unpad = torch.full((3, family.numel()), -1, dtype=torch.long)
     blocks: List[FamilyBlock] = []
     low, offset = 1, 0
     for width in _size_classes(size, size_classes):
@@ -363,12 +406,8 @@ def _family_blocks(up: Tensor, count: Tensor, size_classes: int):
         unpad[1, mine] = offset
         unpad[2, mine] = members.numel() * width
         offset += members.numel() * width
-        whole = members.numel() == size.numel() and bool(real.all())
-        blocks.append(FamilyBlock(
-            slot=None if whole else block_slot.flatten(),
-            key_bias=key_bias.view(-1, 1, width)))
-    if len(blocks) == 1 and blocks[0].slot is None:
-        return blocks, None
+        blocks.append(FamilyBlock(slot=block_slot.flatten(),
+                                  key_bias=key_bias.view(-1, 1, width)))
     alone = unpad[0] < 0                  # no siblings: the filler row
     unpad[:2, alone], unpad[2, alone] = offset, 0
     return blocks, unpad

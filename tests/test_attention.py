@@ -170,14 +170,15 @@ def test_gradcheck():
 
 
 def _two_class_tree():
-    # Level 2: families of 2, 2, 3, 3 and 1 child: two size classes (2 and 3
-    # wide, two families each) and a node without siblings (the filler).
+    # Level 2: families of 2, 2, 6, 6 and 1 child (packed: 30 padded slots
+    # for 17 nodes): two size classes (2 and 6 wide, two families each) and
+    # a node without siblings (the filler).
     parent = [-1, 0, 0, 0, 0, 0]
-    for p, size in zip(range(1, 6), [2, 3, 2, 3, 1]):
+    for p, size in zip(range(1, 6), [2, 6, 2, 6, 1]):
         parent += [p] * size
     h = Hierarchy.from_parent(parent)
     assert [(b.num_families, b.family_size)
-            for b in h.layout.levels[2].blocks] == [(2, 2), (2, 3)]
+            for b in h.layout.levels[2].blocks] == [(2, 2), (2, 6)]
     return h
 
 

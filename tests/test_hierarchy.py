@@ -90,36 +90,33 @@ def test_layout_levels_and_families():
     h = Hierarchy.from_parent([-1, 0, 0, 1, 1, 1, 2, 2])
     layout = h.layout
     # Level 0: the root; level 1: one family of 2; level 2: families of 3
-    # and 2 (families in their parents' order), one block padded to 3.
+    # and 2 (in their parents' order), padded to 3 slots each (6 slots for
+    # 5 nodes: within PAD_LIMIT, so the level stays padded).
     assert [lv.node.tolist() for lv in layout.levels] == \
-        [[0], [1, 2], [3, 4, 5, 6, 7]]
+        [[0], [1, 2], [3, 4, 5, 6, 7, 8]]                 # padding: N
     level = layout.levels[2]
-    assert level.parent.tolist() == [0, 0, 0, 1, 1]
-    assert level.child_weight.tolist() == [1 / 3] * 3 + [1 / 2] * 2
+    assert level.parent.tolist() == [0, 0, 0, 1, 1, 1]
+    assert level.child_weight.tolist() == [1 / 3] * 3 + [1 / 2] * 2 + [0]
     assert layout.levels[1].child_weight.tolist() == [3 / 5, 2 / 5]
-    assert level.inner_base.tolist() == [-1e30] * 5
-    assert level.leaf_node.tolist() == [3, 4, 5, 6, 7]
+    assert level.inner_base.tolist() == [-1e30] * 5 + [0]
+    assert level.leaf_node.tolist() == [3, 4, 5, 6, 7, 8]
     assert layout.levels[1].leaf_node.tolist() == [8, 8]
     assert layout.node_slot.tolist() == [0, 0, 1, 0, 1, 2, 3, 4]
     assert layout.node_level_start.tolist() == [0, 1, 1, 3, 3, 3, 3, 3]
-    assert layout.node_level_slots.tolist() == [1, 2, 2, 5, 5, 5, 5, 5]
-    block, = level.blocks                 # two families: one size class
-    assert block.slot.tolist() == [0, 1, 2, 3, 4, 3]      # padding: first
+    assert layout.node_level_slots.tolist() == [1, 2, 2, 6, 6, 6, 6, 6]
+    block, = level.blocks                 # the level in order: no gather
+    assert block.slot is None and level.unpad is None
     bias = block.key_bias.view(2, 3)
     assert bias[1, 2] < -1e31 and (bias[:, :2] == 0).all()   # log n = 0
-    # Results come back from the padded block's rows 0-4; level 1 is one
-    # family in order: no gather, no unpad.
-    assert level.unpad.tolist() == [[0, 1, 2, 3, 4], [0] * 5, [6] * 5]
-    top, = layout.levels[1].blocks
-    assert top.slot is None and layout.levels[1].unpad is None
-    assert top.key_bias.flatten().tolist() == [math.log(3), math.log(2)]
+    assert layout.levels[1].blocks[0].key_bias.flatten().tolist() == [
+        math.log(3), math.log(2)]
     assert layout.levels[0].blocks == [] and layout.levels[0].unpad is None
 
 
 def test_ragged_level_splits_into_size_classes():
-    # Level 1: 8 families, four of 2 children and four of 9: two classes
-    # (2 and 9 wide) instead of 8 families padded to 9; a single child
-    # (node 9's) has no siblings and reads the filler row.
+    # Level 2: 9 families, four of 2 children, four of 9 and one of 1 (45
+    # nodes; 81 slots padded: too ragged, so packed): two classes (2 and 9
+    # wide); the single child (node 9's) has no siblings: the filler row.
     parent = [-1] + [0] * 9
     for p, size in zip(range(1, 10), [2, 9, 2, 9, 2, 9, 2, 9, 1]):
         parent += [p] * size
@@ -143,8 +140,10 @@ def test_size_classes_option():
     h = Hierarchy.from_parent(parent)
     one = tree_layout(h.edge_index, h.num_nodes, size_classes=1)
     two = tree_layout(h.edge_index, h.num_nodes)         # cached separately
+    # size_classes=1: every level padded to its widest family (the single
+    # child too): one block, no gathers.
     assert [(b.num_families, b.family_size) for b in one.levels[2].blocks] \
-        == [(8, 9)]
+        == [(9, 9)] and one.levels[2].unpad is None
     assert len(two.levels[2].blocks) == 2
     assert tree_layout(h.edge_index, h.num_nodes, size_classes=1) is one
     for bad in (0, 1.5):

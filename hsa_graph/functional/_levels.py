@@ -86,10 +86,9 @@ def to_nodes(levels: List[Tensor], layout: TreeLayout) -> Tensor:
 
 
 def equal_families(level: LevelLayout) -> Optional[int]:
-    r"""``B`` when every family of :obj:`level` has ``B`` members, in order
-    (its slots are a free ``[F, B]`` view), else :obj:`None`. Such levels
-    (balanced trees, roots) sum and broadcast over that view, which costs
-    less than a per-slot ``index_add`` or gather."""
+    r"""``B`` on a padded level (its slots are a free ``[F, B]`` view: sums
+    and broadcasts over families run on it, cheaper than a per-slot
+    ``index_add`` or gather), :obj:`None` on a packed one."""
     if not level.blocks:                       # no siblings: families of 1
         return 1
     return level.blocks[0].family_size if level.unpad is None else None

@@ -3,14 +3,14 @@ accumulation over a forest.
 
 Both run level by level on a :class:`~hsa_graph.layout.TreeLayout`'s levels
 (see ``_levels.py``): children's rows are added into their parents' slots
-by one ``index_add``, a parent's value reaches its children by one gather. The cost is
+by one ``index_add`` (after a sum over the family view on a padded level), a
+parent's value reaches its children by one gather. The cost is
 O(N) work in O(height) kernel launches, with no Python loop over nodes.
 """
 from __future__ import annotations
 
 from typing import Optional
 
-import torch
 from torch import Tensor
 
 from ..layout import TreeLayout, tree_layout
@@ -69,7 +69,7 @@ def tree_upward(src: Tensor, edge_index: Optional[Tensor] = None, *,
     out = to_nodes(sums, layout)[:, 0]
     if reduce == 'mean':
         count = layout.leaf_count if leaves_only else to_nodes(subtree_sums(
-            [torch.ones_like(level.leaf, dtype=src.dtype).unsqueeze(0)
+            [(level.node < layout.num_nodes).to(src.dtype).unsqueeze(0)
              for level in layout.levels], layout), layout)[:, 0]
         out = out / count.to(out.dtype).view((-1, ) + (1, ) * (src.dim() - 1))
     return out
