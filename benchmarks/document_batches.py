@@ -8,9 +8,7 @@ of two checkouts (run alternately):
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -20,6 +18,8 @@ def main():
     parser.add_argument('--repo', default=os.path.dirname(HERE))
     parser.add_argument('--size-classes', type=int, default=None)
     args = parser.parse_args()
+    sys.path.insert(0, HERE)
+    from timing import median_ms
     sys.path.insert(0, args.repo)
     import torch
     torch.set_num_threads(2)
@@ -42,14 +42,8 @@ def main():
             out = hsa_attention(q, k, v, layout=batch.layout)
             torch.autograd.grad(out.square().sum(), (q, k, v))
 
-    run()
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
     name = 'main' if args.repo == os.path.dirname(HERE) else args.repo
-    print(f'{name} | 8 batches {1e3 * statistics.median(times):.1f} ms '
+    print(f'{name} | 8 batches {median_ms(run, reps=5):.1f} ms '
           f'({batches[0].layout})')
 
 

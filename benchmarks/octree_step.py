@@ -12,22 +12,9 @@ Prints ``repo | step ms | attention-only ms`` (the attention: one
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def median_ms(fn, warmup, steps):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def main():
@@ -38,6 +25,8 @@ def main():
     parser.add_argument('--size-classes', type=int, default=None,
                         help="the loader's size_classes (default: its own)")
     args = parser.parse_args()
+    sys.path.insert(0, HERE)
+    from timing import median_ms
     sys.path.insert(0, args.repo)
     sys.path.insert(0, os.path.join(args.repo, 'examples'))
     import torch
@@ -71,8 +60,8 @@ def main():
         torch.autograd.grad(out.square().sum(), (q, k, v))
 
     name = 'main' if args.repo == os.path.dirname(HERE) else args.repo
-    print(f'{name} | step {median_ms(step, 2, args.steps):.0f} ms | '
-          f'attention {median_ms(attention, 2, args.steps):.1f} ms '
+    print(f'{name} | step {median_ms(step, args.steps, 2):.0f} ms | '
+          f'attention {median_ms(attention, args.steps, 2):.1f} ms '
           f'({batch.layout})', flush=True)
 
 

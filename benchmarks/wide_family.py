@@ -7,9 +7,7 @@ docs/reliability.md describes): 100 families of 2 leaves, one family of
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -18,6 +16,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--repo', default=os.path.dirname(HERE))
     args = parser.parse_args()
+    sys.path.insert(0, HERE)
+    from timing import median_ms
     sys.path.insert(0, args.repo)
     import torch
     torch.set_num_threads(1)
@@ -38,13 +38,12 @@ def main():
         layout = tree_layout(h.edge_index, h.num_nodes, dtype=torch.float32)
         q, k, v = (torch.randn(h.num_nodes, 4, 32, requires_grad=True)
                    for _ in range(3))
-        times = []
-        for _ in range(6):
-            start = time.perf_counter()
+
+        def step():
             out = hsa_attention(q, k, v, layout=layout)
             torch.autograd.grad(out.square().sum(), (q, k, v))
-            times.append(time.perf_counter() - start)
-        results.append(f'{name} {1e3 * statistics.median(times[1:]):.1f} ms')
+
+        results.append(f'{name} {median_ms(step, reps=5):.1f} ms')
     print(' | '.join(results))
 
 

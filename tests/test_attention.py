@@ -156,43 +156,20 @@ def test_energy_gradient_identity():
             torch.testing.assert_close(lhs[leaf], rhs[leaf])
 
 
-def test_gradcheck():
-    parent = torch.tensor([-1, 0, 0, 1, 1, 1, 2, 6, 6, 0])
-    h = Hierarchy.from_parent(parent)
-    q, k, v = (t.requires_grad_() for t in qkv(h.num_nodes, 2, 2, 2))
-    pos = torch.randn(h.num_nodes, 2, dtype=torch.float64,
-                      requires_grad=True)
-    for include_self in (False, True):
-        assert torch.autograd.gradcheck(
-            lambda q, k, v, p: hsa_attention(q, k, v, h.edge_index, pos=p,
-                                             include_self=include_self),
-            (q, k, v, pos))
-
-
-def _two_class_tree():
+def _two_class_parent():
     # Level 2: families of 2, 2, 6, 6 and 1 child (packed: 30 padded slots
     # for 17 nodes): two size classes (2 and 6 wide, two families each) and
     # a node without siblings (the filler).
     parent = [-1, 0, 0, 0, 0, 0]
     for p, size in zip(range(1, 6), [2, 6, 2, 6, 1]):
         parent += [p] * size
+    return parent
+
+
+@pytest.mark.parametrize('parent', [[-1, 0, 0, 1, 1, 1, 2, 6, 6, 0],
+                                    _two_class_parent()])
+def test_gradcheck(parent):
     h = Hierarchy.from_parent(parent)
-    assert [(b.num_families, b.family_size)
-            for b in h.layout.levels[2].blocks] == [(2, 2), (2, 6)]
-    return h
-
-
-@pytest.mark.parametrize('include_self', [False, True])
-def test_size_classes_match_dense_reference(include_self):
-    h = _two_class_tree()
-    q, k, v = qkv(h.num_nodes, seed=3)
-    pos = torch.randn(h.num_nodes, 2, 3, dtype=torch.float64)
-    assert_matches_dense_reference(q, k, v, h.edge_index, pos=pos,
-                                   include_self=include_self)
-
-
-def test_size_classes_gradcheck():
-    h = _two_class_tree()
     q, k, v = (t.requires_grad_() for t in qkv(h.num_nodes, 2, 2, 2))
     pos = torch.randn(h.num_nodes, 2, dtype=torch.float64,
                       requires_grad=True)
@@ -201,6 +178,17 @@ def test_size_classes_gradcheck():
             lambda q, k, v, p: hsa_attention(q, k, v, h.edge_index, pos=p,
                                              include_self=include_self),
             (q, k, v, pos))
+
+
+@pytest.mark.parametrize('include_self', [False, True])
+def test_size_classes_match_dense_reference(include_self):
+    h = Hierarchy.from_parent(_two_class_parent())
+    assert [(b.num_families, b.family_size)
+            for b in h.layout.levels[2].blocks] == [(2, 2), (2, 6)]
+    q, k, v = qkv(h.num_nodes, seed=3)
+    pos = torch.randn(h.num_nodes, 2, 3, dtype=torch.float64)
+    assert_matches_dense_reference(q, k, v, h.edge_index, pos=pos,
+                                   include_self=include_self)
 
 
 def test_batches_never_leak():
