@@ -2,8 +2,9 @@ r"""Moving per-node tensors along a :class:`~hsa_graph.layout.TreeLayout`'s
 levels: the primitives every pass is made of.
 
 Per-level tensors are head-major ``[H, S, *]`` (a head or batch dimension
-first, then the level's ``S`` slots), so that a family block's gathered
-rows are ``[H * F, B, *]`` for ``bmm``. Node order and the levels' slots are exchanged with one
+first, then the level's ``S`` slots), so that a family block is ``[H * F,
+B, *]`` for ``bmm``: a free view on a padded level, a gather on a packed one
+(see ``layout.py``). Node order and the levels' slots are exchanged with one
 gather each way, whose row indices for ``H`` heads come from the layout's
 per-slot node ids in a few small integer operations.
 """
@@ -95,8 +96,8 @@ def equal_families(level: LevelLayout) -> Optional[int]:
 
 
 def as_families(t: Tensor, level: LevelLayout) -> Tensor:
-    r"""``[H, S, *]`` -> ``[H, F, B, *]`` on a level of equal families (see
-    :func:`equal_families`); unchanged on others."""
+    r"""``[H, S, *]`` -> ``[H, F, B, *]`` on a padded level (see
+    :func:`equal_families`); unchanged on a packed one."""
     size = equal_families(level)
     return t if size is None else t.unflatten(1, (-1, size))
 
@@ -112,7 +113,7 @@ def add_to_parents(parents: Tensor, children: Tensor, level: LevelLayout
     sum of its children's rows of ``children``, the :func:`as_families`
     view of the level below: one ``index_add`` (on CUDA under
     ``torch.use_deterministic_algorithms``, a sorted segment sum), after a
-    sum over the family view on a level of equal families."""
+    sum over the family view on a padded level."""
     size = equal_families(level)
     if size is None:
         return parents.index_add(1, level.parent, children)

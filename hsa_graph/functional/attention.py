@@ -244,11 +244,11 @@ def _sibling_softmax(mean: Tensor, pos: Optional[Tensor], level: LevelLayout,
     mass, mixed = zip(*results)
     mass = torch.cat([m.flatten() for m in mass] + [
         mass[0].new_full((1, ), NO_KEY)]).index_select(0, rows)
-    if mixed[0] is not None:
-        mixed = torch.cat([m.flatten(0, 1) for m in mixed] + [
-            mixed[0].new_zeros((1, mixed[0].size(-1)))]).index_select(0, rows)
-        mixed = mixed.view(heads, -1, mixed.size(-1))
-    return mass.view(heads, -1), mixed[0] if mixed[0] is None else mixed
+    if mixed[0] is None:                                  # no values
+        return mass.view(heads, -1), None
+    mixed = torch.cat([m.flatten(0, 1) for m in mixed] + [
+        mixed[0].new_zeros((1, mixed[0].size(-1)))]).index_select(0, rows)
+    return mass.view(heads, -1), mixed.view(heads, -1, mixed.size(-1))
 
 
 def _block_softmax(mean: Tensor, pos: Optional[Tensor], block: FamilyBlock,
