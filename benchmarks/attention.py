@@ -66,8 +66,8 @@ def family_flops(layout, heads, channels):
     # Per family of size b: logits b*b*C MACs, mixture b*b*C MACs -> 4 b^2 C.
     total = 0
     for level in layout.levels:
-        if level.parent.numel():
-            sizes = torch.bincount(level.parent).double()
+        for block in level.blocks:          # real keys: log n(C) > NO_KEY
+            sizes = (block.key_bias > -1e31).sum(-1).double()
             total += float((sizes[sizes > 1]**2).sum()) * 4 * channels * heads
     return total
 

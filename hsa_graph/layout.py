@@ -119,8 +119,9 @@ class LevelLayout:
         inner_base (Tensor): ``[S]`` float :math:`-\phi` of a slot before
             its children's terms, without self-attention: ``NO_INNER`` at
             leaves, else 0.
-        parent (Tensor): ``[S]`` each slot's parent slot in the level above
-            (a padding slot's: its family's; empty for level 0).
+        parent (Tensor): the parent slots in the level above: ``[F]`` one
+            per family on a padded level, ``[S]`` one per slot on a packed
+            one (empty for level 0).
         blocks (list): the :class:`FamilyBlock` size classes of the families
             with siblings (empty when no node of the level has a sibling;
             one block with no gather on a padded level).
@@ -362,9 +363,8 @@ def _build(parent: Tensor, size_classes: int = SIZE_CLASSES) -> TreeLayout:
                                   leaf_count[parent[nodes]], 0.) if d > 0
             else torch.zeros_like(count),
             inner_base=leaf.double() * NO_INNER,
-            # (a padding slot's parent: its family's)
             parent=torch.empty(0, dtype=torch.long) if d == 0 else
-            up[start].repeat_interleave(width) if padded else up,
+            up[start] if padded else up,
             blocks=blocks, unpad=unpad))
     return TreeLayout(num_nodes=num_nodes, parent=parent, depth=depth,
                       is_leaf=is_leaf, leaf_count=leaf_count,

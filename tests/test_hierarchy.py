@@ -95,7 +95,7 @@ def test_layout_levels_and_families():
     assert [lv.node.tolist() for lv in layout.levels] == \
         [[0], [1, 2], [3, 4, 5, 6, 7, 8]]                 # padding: N
     level = layout.levels[2]
-    assert level.parent.tolist() == [0, 0, 0, 1, 1, 1]
+    assert level.parent.tolist() == [0, 1]               # one per family
     assert level.child_weight.tolist() == [1 / 3] * 3 + [1 / 2] * 2 + [0]
     assert layout.levels[1].child_weight.tolist() == [3 / 5, 2 / 5]
     assert level.inner_base.tolist() == [-1e30] * 5 + [0]

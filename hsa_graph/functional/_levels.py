@@ -97,9 +97,15 @@ def equal_families(level: LevelLayout) -> Optional[int]:
 
 def as_families(t: Tensor, level: LevelLayout) -> Tensor:
     r"""``[H, S, *]`` -> ``[H, F, B, *]`` on a padded level (see
-    :func:`equal_families`); unchanged on a packed one."""
-    size = equal_families(level)
-    return t if size is None else t.unflatten(1, (-1, size))
+    :func:`equal_families`); unchanged on a packed one. (``F`` and ``B``
+    given, not ``-1``: under ``torch.compile`` with dynamic shapes, dividing
+    by a symbolic size made tracing 16x slower.)"""
+    if not level.blocks:                       # families of one
+        return t.unsqueeze(2)
+    if level.unpad is not None:
+        return t
+    block = level.blocks[0]
+    return t.unflatten(1, (block.num_families, block.family_size))
 
 
 def as_slots(t: Tensor, level: LevelLayout) -> Tensor:
@@ -114,10 +120,9 @@ def add_to_parents(parents: Tensor, children: Tensor, level: LevelLayout
     view of the level below: one ``index_add`` (on CUDA under
     ``torch.use_deterministic_algorithms``, a sorted segment sum), after a
     sum over the family view on a padded level."""
-    size = equal_families(level)
-    if size is None:
-        return parents.index_add(1, level.parent, children)
-    return parents.index_add(1, level.parent[::size], children.sum(2))
+    if equal_families(level) is not None:
+        children = children.sum(2)
+    return parents.index_add(1, level.parent, children)
 
 
 def subtree_sums(rows: List[Optional[Tensor]], layout: TreeLayout,
@@ -147,12 +152,10 @@ def subtree_sums(rows: List[Optional[Tensor]], layout: TreeLayout,
 
 def from_parents(t: Tensor, level: LevelLayout) -> Tensor:
     r"""The parent's row of ``t`` (``[H, S_above, *]``) for every slot of
-    :obj:`level`: ``[H, S, *]``, or on a level of equal families ``[H, F,
-    1, *]``, to broadcast against :func:`as_families` views."""
-    size = equal_families(level)
-    if size is None:
-        return t.index_select(1, level.parent)
-    return t.index_select(1, level.parent[::size]).unsqueeze(2)
+    :obj:`level`: ``[H, S, *]``, or on a padded level ``[H, F, 1, *]``, to
+    broadcast against :func:`as_families` views."""
+    rows = t.index_select(1, level.parent)
+    return rows if equal_families(level) is None else rows.unsqueeze(2)
 
 
 def per_slot(t: Tensor, like: Tensor) -> Tensor:
