@@ -143,6 +143,12 @@ class LevelLayout:
     blocks: List[FamilyBlock]
     unpad: Optional[Tensor]
 
+    @property
+    def padded(self) -> bool:
+        r"""Whether the level is padded (its slots a free ``[F, B]`` view)
+        rather than packed."""
+        return self.unpad is None
+
 
 @dataclass
 class TreeLayout:
@@ -349,8 +355,7 @@ def _build(parent: Tensor, size_classes: int = SIZE_CLASSES) -> TreeLayout:
         node = per_slot(nodes, num_nodes)
         blocks, unpad = [], None
         if padded and width > 1:          # one block: the level in order
-            key_bias = torch.where(per_slot(torch.ones_like(nodes, dtype=torch.bool), False),
-                                   count.log(), NO_KEY)
+            key_bias = torch.where(node < num_nodes, count.log(), NO_KEY)
             blocks = [FamilyBlock(slot=None,
                                   key_bias=key_bias.view(-1, 1, width))]
         elif not padded:

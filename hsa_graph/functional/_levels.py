@@ -86,31 +86,23 @@ def to_nodes(levels: List[Tensor], layout: TreeLayout) -> Tensor:
     return flat.index_select(0, slot).view((-1, heads) + levels[0].shape[2:])
 
 
-def equal_families(level: LevelLayout) -> Optional[int]:
-    r"""``B`` on a padded level (its slots are a free ``[F, B]`` view: sums
-    and broadcasts over families run on it, cheaper than a per-slot
-    ``index_add`` or gather), :obj:`None` on a packed one."""
-    if not level.blocks:                       # no siblings: families of 1
-        return 1
-    return level.blocks[0].family_size if level.unpad is None else None
-
-
 def as_families(t: Tensor, level: LevelLayout) -> Tensor:
-    r"""``[H, S, *]`` -> ``[H, F, B, *]`` on a padded level (see
-    :func:`equal_families`); unchanged on a packed one. (``F`` and ``B``
-    given, not ``-1``: under ``torch.compile`` with dynamic shapes, dividing
-    by a symbolic size made tracing 16x slower.)"""
+    r"""``[H, S, *]`` -> ``[H, F, B, *]`` on a padded level (sums and
+    broadcasts over families then run on this free view, cheaper than a
+    per-slot ``index_add`` or gather); unchanged on a packed one. (``F`` and
+    ``B`` given, not ``-1``: under ``torch.compile`` with dynamic shapes,
+    dividing by a symbolic size made tracing 16x slower.)"""
+    if not level.padded:
+        return t
     if not level.blocks:                       # families of one
         return t.unsqueeze(2)
-    if level.unpad is not None:
-        return t
     block = level.blocks[0]
     return t.unflatten(1, (block.num_families, block.family_size))
 
 
 def as_slots(t: Tensor, level: LevelLayout) -> Tensor:
     r"""The inverse of :func:`as_families`."""
-    return t if equal_families(level) is None else t.flatten(1, 2)
+    return t.flatten(1, 2) if level.padded else t
 
 
 def add_to_parents(parents: Tensor, children: Tensor, level: LevelLayout
@@ -120,7 +112,7 @@ def add_to_parents(parents: Tensor, children: Tensor, level: LevelLayout
     view of the level below: one ``index_add`` (on CUDA under
     ``torch.use_deterministic_algorithms``, a sorted segment sum), after a
     sum over the family view on a padded level."""
-    if equal_families(level) is not None:
+    if level.padded:
         children = children.sum(2)
     return parents.index_add(1, level.parent, children)
 
@@ -155,7 +147,7 @@ def from_parents(t: Tensor, level: LevelLayout) -> Tensor:
     :obj:`level`: ``[H, S, *]``, or on a padded level ``[H, F, 1, *]``, to
     broadcast against :func:`as_families` views."""
     rows = t.index_select(1, level.parent)
-    return rows if equal_families(level) is None else rows.unsqueeze(2)
+    return rows.unsqueeze(2) if level.padded else rows
 
 
 def per_slot(t: Tensor, like: Tensor) -> Tensor:

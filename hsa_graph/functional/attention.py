@@ -8,9 +8,9 @@ The four steps of ../shared/spec/HSA.md section 4, level by level on a
 3. up:       free energies, then the stick-breaking factors;
 4. down:     the stick-breaking mixture, root to leaves.
 
-Per-level tensors are head-major ``[H, S, C]`` (a level's ``S`` nodes); the
-sibling softmax gathers each size class of families into ``[H * F, B, C]``
-blocks (padded to the class's largest family) and is two ``bmm``. Every step is the same plain tensor
+Per-level tensors are head-major ``[H, S, C]``; the sibling softmax is two
+``bmm`` per family block ``[H * F, B, C]``: a free view of a padded level, a
+gather per size class of a packed one. Every step is the same plain tensor
 code on every device, eager or compiled, with no host synchronisation.
 
 Spec names -> code names: ``-eta`` -> ``log_sibling_mass``, ``-phi`` ->
