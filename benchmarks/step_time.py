@@ -28,6 +28,8 @@ def main():
     parser.add_argument('--cases', nargs='+',
                         default=['16384x1', '16384x1r', '4096x8'],
                         help='LEAVESxBATCH, with a trailing r for ragged')
+    parser.add_argument('--size-classes', type=int, default=None,
+                        help="tree_layout's size_classes (default: its own)")
     args = parser.parse_args()
     sys.path.insert(0, args.repo)
     sys.path.insert(0, HERE)
@@ -44,9 +46,11 @@ def main():
         ragged = case.endswith('r')
         leaves, batch = (int(x) for x in case.rstrip('r').split('x'))
         tree = build_forest(leaves, 16, batch, ragged)
+        options = {} if args.size_classes is None else dict(
+            size_classes=args.size_classes)
         try:                # float32 weights, as the loader stores them
             layout = tree_layout(tree.edge_index, tree.num_nodes,
-                                 dtype=torch.float32)
+                                 dtype=torch.float32, **options)
         except TypeError:   # an older checkout: no dtype argument
             layout = tree_layout(tree.edge_index, tree.num_nodes)
         gen = torch.Generator().manual_seed(0)
