@@ -30,6 +30,10 @@ def main():
                         help='LEAVESxBATCH, with a trailing r for ragged')
     parser.add_argument('--size-classes', type=int, default=None,
                         help="tree_layout's size_classes (default: its own)")
+    parser.add_argument('--compile', action='store_true',
+                        help='time torch.compile(fullgraph=True) of the step '
+                             '(Inductor; static shapes; the compile is not '
+                             'timed, its seconds are printed)')
     args = parser.parse_args()
     sys.path.insert(0, args.repo)
     sys.path.insert(0, HERE)
@@ -41,6 +45,10 @@ def main():
     assert os.path.abspath(sys.modules['hsa_graph'].__file__).startswith(
         os.path.abspath(args.repo))
 
+    attention = hsa_attention
+    if args.compile:
+        attention = torch.compile(hsa_attention, fullgraph=True,
+                                  dynamic=False)
     line = []
     for case in args.cases:
         ragged = case.endswith('r')
@@ -59,9 +67,12 @@ def main():
         grad = torch.randn_like(q)
 
         def step():
-            out = hsa_attention(q, k, v, layout=layout)
+            out = attention(q, k, v, layout=layout)
             torch.autograd.grad(out, (q, k, v), grad)
+        start = time.perf_counter()
         step()
+        if args.compile:
+            line.append(f'compiled in {time.perf_counter() - start:.0f} s:')
         times = []
         for _ in range(args.steps):
             start = time.perf_counter()

@@ -343,9 +343,10 @@ def test_bad_inputs_raise():
 
 
 def test_deterministic_mode_runs_and_repeats_bitwise():
-    # Sums over children are sums over family blocks and moves are gathers:
-    # nothing needs a scatter with colliding atomics, so deterministic mode
-    # has every operation it asks for (on CPU here; issue 17 checks CUDA).
+    # Sums into parents are index_add (deterministic on CPU; on CUDA, under
+    # this mode, PyTorch's sorted implementation) and moves are gathers:
+    # deterministic mode has every operation it asks for and two runs agree
+    # bit for bit (on CPU here; a lent GPU would check CUDA, issue 17).
     h = Hierarchy.from_parent(random_parent(60, torch.Generator()
                                             .manual_seed(1)))
     q, k, v = (t.requires_grad_() for t in qkv(h.num_nodes,
