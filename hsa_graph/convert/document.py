@@ -13,7 +13,7 @@ import json
 import re
 import zlib
 from collections import Counter
-from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional,
+from typing import (Any, Dict, Iterable, List, Mapping, Optional,
                     Sequence, Tuple, Union)
 
 import torch
@@ -617,20 +617,20 @@ def _build_hierarchy(text: str, tree: Any, levels: Tuple[str, ...],
     token_code = level_codes[-1]
     window_code = level_codes[-2] if len(levels) > 1 else token_code
     counter = [0]  # tokens emitted so far (source ids)
+    columns = (parent, position, token_id, source_id, family_type,
+               span_start, span_end)
+
+    def add(*row: int) -> int:          # a node's entry in every column
+        for column, value in zip(columns, row):
+            column.append(value)
+        return len(parent) - 1
 
     def emit(unit: Any, depth: int, parent_id: int) -> None:
         # `unit` is a list of children (depth > 1) or (ids, spans), or at
         # depth 1 the windows of a long sentence (nested nodes).
         if depth == 1 and isinstance(unit, _Windows):
             for rank, child in enumerate(unit):
-                node = len(parent)
-                parent.append(parent_id)
-                position.append(rank)
-                token_id.append(-1)
-                source_id.append(-1)
-                family_type.append(window_code)
-                span_start.append(0)
-                span_end.append(0)
+                node = add(parent_id, rank, -1, -1, window_code, 0, 0)
                 emit(child, 1, node)
                 span_start[node] = span_start[node + 1]
                 span_end[node] = span_end[-1]
@@ -638,13 +638,7 @@ def _build_hierarchy(text: str, tree: Any, levels: Tuple[str, ...],
         if depth == 1:
             ids, spans = unit
             for rank, (tid, (a, b)) in enumerate(zip(ids, spans)):
-                parent.append(parent_id)
-                position.append(rank)
-                token_id.append(int(tid))
-                source_id.append(counter[0])
-                family_type.append(token_code)
-                span_start.append(a)
-                span_end.append(b)
+                add(parent_id, rank, int(tid), counter[0], token_code, a, b)
                 counter[0] += 1
             return
         code = level_codes[len(levels) - depth]
@@ -652,14 +646,7 @@ def _build_hierarchy(text: str, tree: Any, levels: Tuple[str, ...],
         for child in unit:
             if _count_tokens(child, depth - 1) == 0:
                 continue  # a unit without tokens has no leaf: no node
-            node = len(parent)
-            parent.append(parent_id)
-            position.append(rank)
-            token_id.append(-1)
-            source_id.append(-1)
-            family_type.append(code)
-            span_start.append(0)
-            span_end.append(0)
+            node = add(parent_id, rank, -1, -1, code, 0, 0)
             emit(child, depth - 1, node)
             # The unit's span runs from its first to its last token.
             span_start[node] = span_start[node + 1]

@@ -15,7 +15,6 @@ them on tiny samples in the same format (``datasets/samples/``).
 from __future__ import annotations
 
 import glob
-import hashlib
 import importlib.util
 import json
 import os

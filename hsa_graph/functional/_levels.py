@@ -25,8 +25,8 @@ def read_levels(parts: List[Tensor], layout: TreeLayout,
     and value) at every level's slots, each level ``[P * H, S, *]`` (part
     by part, head by head): leaf rows and zeros elsewhere (inner nodes' rows
     are never read), or with :obj:`leaves_only` :obj:`False` every node's
-    row (zeros on padding). One gather for all levels; each level comes out
-    contiguous."""
+    row (zeros on padding). One gather per level, each contiguous, and one
+    gradient tensor for all."""
     num_nodes, heads = parts[0].shape[:2]   # (sizes of tensors: symbolic)
     # Each part followed by a zero row (node id N: nothing to read there).
     zero = parts[0].new_zeros((1, ) + parts[0].shape[1:])
@@ -36,40 +36,35 @@ def read_levels(parts: List[Tensor], layout: TreeLayout,
                       torch.arange(len(parts), device=layout.device
                                    ).unsqueeze(1),
                       alpha=(num_nodes + 1) * heads).unsqueeze(-1)
-    index = torch.cat([
-        torch.add(start, (level.leaf_node if leaves_only
-                          else level.node), alpha=heads).flatten()
-        for level in layout.levels])
-    levels = _Gather.apply(rows.flatten(0, 1), index,
-                           [level.node.size(0) * heads * len(parts)
-                            for level in layout.levels])
+    levels = GatherPieces.apply(rows.flatten(0, 1), 0, *(
+        torch.add(start, (level.leaf_node if leaves_only else level.node),
+                  alpha=heads).flatten() for level in layout.levels))
     return [t.view((len(parts) * heads, -1) + rows.shape[2:]) for t in levels]
 
 
-class _Gather(torch.autograd.Function):
-    r"""``rows[index]``, split into the levels. Its backward adds each level's
-    gradient into the rows directly: autograd would first concatenate them
-    all into one copy (27 ms of 345 at 16,384 leaves on the 2-core CPU)."""
+class GatherPieces(torch.autograd.Function):
+    r"""``GatherPieces.apply(rows, dim, *indices)``: ``rows.index_select(dim,
+    index)`` for each index (each piece contiguous). Its backward adds every
+    piece's gradient into one zeroed tensor: autograd would zero and add a
+    tensor of ``rows``' size per piece (a packed level of the ragged 8 x
+    4,096 batch: 102 MB each), or concatenate the pieces' gradients first."""
 
     @staticmethod
-    def forward(ctx, rows, index, sizes):
+    def forward(ctx, rows, dim, *indices):
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(index)
-        ctx.sizes, ctx.num_rows = sizes, rows.size(0)
-        return rows.index_select(0, index).split(sizes)
+        ctx.save_for_backward(*indices)
+        ctx.dim, ctx.shape = dim, rows.shape
+        return tuple(rows.index_select(dim, index) for index in indices)
 
     @staticmethod
     @once_differentiable            # double backward raises a clear error
     def backward(ctx, *grads):
-        index, = ctx.saved_tensors
         like = next((g for g in grads if g is not None), None)
-        if like is None:
-            return None, None, None
-        out = like.new_zeros((ctx.num_rows, ) + like.shape[1:])
-        for grad, rows in zip(grads, index.split(ctx.sizes)):
+        out = None if like is None else like.new_zeros(ctx.shape)
+        for grad, index in zip(grads, ctx.saved_tensors):
             if grad is not None:
-                out.index_add_(0, rows, grad)
-        return out, None, None
+                out.index_add_(ctx.dim, index, grad)
+        return (out, None) + (None, ) * len(grads)
 
 
 def to_nodes(levels: List[Tensor], layout: TreeLayout) -> Tensor:
@@ -84,6 +79,12 @@ def to_nodes(levels: List[Tensor], layout: TreeLayout) -> Tensor:
         head.unsqueeze(0), layout.node_level_slots.unsqueeze(1)).flatten()
     flat = torch.cat([t.flatten(0, 1) for t in levels])
     return flat.index_select(0, slot).view((-1, heads) + levels[0].shape[2:])
+
+
+def families_to_nodes(levels: List[Tensor], layout: TreeLayout) -> Tensor:
+    r""":func:`to_nodes` of per-level tensors in :func:`as_families` form."""
+    return to_nodes([as_slots(t, level)
+                     for t, level in zip(levels, layout.levels)], layout)
 
 
 def as_families(t: Tensor, level: LevelLayout) -> Tensor:
@@ -119,26 +120,31 @@ def add_to_parents(parents: Tensor, children: Tensor, level: LevelLayout
 
 def subtree_sums(rows: List[Optional[Tensor]], layout: TreeLayout,
                  top: int = 0) -> List[Optional[Tensor]]:
-    r"""Bottom-up, per level ``[H, S, *]`` from the deepest to level
-    :obj:`top` (:obj:`None` above it): each slot's row of :obj:`rows` (zero
-    where it is not to be counted, as :func:`read_levels` gives them;
-    :obj:`None` for a level of zeros) plus the sums of its children."""
+    r"""Bottom-up, per level in its :func:`as_families` form from the
+    deepest to level :obj:`top` (:obj:`None` above it): each slot's row of
+    :obj:`rows` (``[H, S, *]``, zero where it is not to be counted, as
+    :func:`read_levels` gives them; :obj:`None` for a level of zeros) plus
+    the sums of its children.
+
+    Consumers take the family form itself, not a view of it: a gradient
+    that reaches a tensor through a view cannot be added into in place, so
+    autograd would allocate a level-sized sum for it (at 16,384 leaves,
+    8 x 64, a 96 MB tensor per step)."""
     sums: List[Optional[Tensor]] = [None] * layout.num_levels
     below: Optional[Tensor] = None
     for depth in range(layout.num_levels - 1, top - 1, -1):
         level = layout.levels[depth]
         total = rows[depth]
         if below is not None:               # every level but the deepest
+            child = layout.levels[depth + 1]
             if total is None:
                 total = below.new_zeros((below.size(0), level.node.size(0)) +
-                                        sums[depth + 1].shape[2:])
-            total = add_to_parents(total, below, layout.levels[depth + 1])
-        # Summed in the family view, of which the level's sums are a view:
-        # the sum's backward (an expand) then adds to the level's other
-        # gradients directly; through a [H, S, *] view autograd would first
-        # copy it.
-        below = as_families(total, level)
-        sums[depth] = as_slots(below, level)
+                                        as_slots(below, child).shape[2:])
+            total = add_to_parents(total, below, child)
+        # The sum over children (an expand in backward) and the consumers
+        # of sums[depth] both read the family view, so their gradients meet
+        # there: the expand is added into the other, in place.
+        below = sums[depth] = as_families(total, level)
     return sums
 
 
@@ -150,8 +156,12 @@ def from_parents(t: Tensor, level: LevelLayout) -> Tensor:
     return rows.unsqueeze(2) if level.padded else rows
 
 
-def per_slot(t: Tensor, like: Tensor) -> Tensor:
+def per_slot(t: Tensor, like: Tensor,
+             level: Optional[LevelLayout] = None) -> Tensor:
     r"""A per-slot ``[S]`` layout tensor shaped to broadcast against
-    ``[H, S, *]`` and cast to :obj:`like`'s dtype (free when the layout is
-    stored in it)."""
-    return t.to(like.dtype).view((1, -1) + (1, ) * (like.dim() - 2))
+    ``[H, S, *]`` (with :obj:`level`, against that level's
+    :func:`as_families` form) and cast to :obj:`like`'s dtype (free when
+    the layout is stored in it)."""
+    dims = like.dim() - (level is not None and level.padded)
+    t = t.to(like.dtype).view((1, -1) + (1, ) * (dims - 2))
+    return t if level is None else as_families(t, level)

@@ -29,8 +29,9 @@ from torch.autograd.function import once_differentiable
 
 from ..layout import (NO_KEY, FamilyBlock, LevelLayout, TreeLayout,
                       attention_dtype, tree_layout)
-from ._levels import (add_to_parents, as_families, as_slots, from_parents,
-                      per_slot, read_levels, subtree_sums, to_nodes)
+from ._levels import (GatherPieces, add_to_parents, as_families, as_slots,
+                      families_to_nodes, from_parents, per_slot, read_levels,
+                      subtree_sums, to_nodes)
 
 __all__ = ['hsa_attention', 'hsa_log_partition']
 
@@ -120,7 +121,8 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
     if leaf_out[-1] is None:                   # one level, nothing to attend
         leaf_out[-1] = leaf_qkv[-1][2 * heads:].new_zeros(
             leaf_qkv[-1][2 * heads:].shape)
-    out = to_nodes(_means(subtree_sums(leaf_out, layout), layout), layout)
+    out = families_to_nodes(_means(subtree_sums(leaf_out, layout), layout),
+                            layout)
     return out[..., :value.size(-1)].to(value.dtype)
 
 
@@ -203,11 +205,12 @@ def _parts(query: Tensor, key: Tensor, value: Optional[Tensor],
 
 def _means(sums: List[Optional[Tensor]],
            layout: TreeLayout) -> List[Optional[Tensor]]:
-    r"""Subtree sums -> means (the deepest level holds only leaves)."""
+    r"""Subtree sums -> means, both in the levels' :func:`as_families` form
+    (the deepest level holds only leaves)."""
     last = layout.num_levels - 1
-    return [t / per_slot(level.count, t) if depth < last and t is not None
-            else t for depth, (t, level) in enumerate(zip(sums,
-                                                          layout.levels))]
+    return [t / per_slot(level.count, t, level)
+            if depth < last and t is not None else t
+            for depth, (t, level) in enumerate(zip(sums, layout.levels))]
 
 
 def _read_pos(pos: Optional[Tensor], layout: TreeLayout,
@@ -223,16 +226,23 @@ def _read_pos(pos: Optional[Tensor], layout: TreeLayout,
 def _sibling_softmax(mean: Tensor, pos: Optional[Tensor], level: LevelLayout,
                      heads: int, scale: float
                      ) -> Tuple[Optional[Tensor], Optional[Tensor]]:
-    r"""Step 2 for one level, from its ``[2H | 3H, S, C]`` mean query, key
-    (and value): ``[H, S]`` log sibling masses ``-eta(A) = logsumexp_C
-    s(A->C) + log n(C)`` and ``[H, S, C]`` sibling mixtures ``vt(A)``
-    (:obj:`None` without values); ``(None, None)`` for a level where no node
-    has a sibling. Each size class of families is one block; a node without
-    siblings gets ``-eta = NO_KEY`` and ``vt = 0`` (the filler row)."""
+    r"""Step 2 for one level, from its mean query, key (and value), ``[2H |
+    3H, S, C]`` in :func:`as_families` form: ``[H, S]`` log sibling masses
+    ``-eta(A) = logsumexp_C s(A->C) + log n(C)`` and ``[H, S, C]`` sibling
+    mixtures ``vt(A)`` (:obj:`None` without values); ``(None, None)`` for a
+    level where no node has a sibling. Each size class of families is one
+    block; a node without siblings gets ``-eta = NO_KEY`` and ``vt = 0``
+    (the filler row)."""
     if not level.blocks:
         return None, None
-    results = [_block_softmax(mean, pos, block, heads, scale)
-               for block in level.blocks]
+    means, pos = [mean], [pos]
+    if not level.padded:                      # each size class gathered
+        slots = [block.slot for block in level.blocks]
+        means = GatherPieces.apply(mean, 1, *slots)
+        pos = pos * len(slots) if pos[0] is None else \
+            GatherPieces.apply(pos[0], 1, *slots)
+    results = [_block_softmax(m, p, block, heads, scale)
+               for m, p, block in zip(means, pos, level.blocks)]
     if level.unpad is None:              # one block: the level in order
         return results[0]
     # Blocks flattened and laid end to end (so that their gradients come back
@@ -254,32 +264,33 @@ def _sibling_softmax(mean: Tensor, pos: Optional[Tensor], level: LevelLayout,
 def _block_softmax(mean: Tensor, pos: Optional[Tensor], block: FamilyBlock,
                    heads: int, scale: float
                    ) -> Tuple[Tensor, Optional[Tensor]]:
-    r"""The sibling softmax of one block of families: ``[H, F * B]`` masses
-    and ``[H, F * B, C]`` mixtures (padding rows are dropped later)."""
+    r"""The sibling softmax of one block of families, from its mean query,
+    key (, value) and positions: ``[H, F * B]`` masses and ``[H, F * B,
+    C]`` mixtures (padding rows are dropped later)."""
     size = block.family_size
-    if block.slot is not None:
-        mean = mean.index_select(1, block.slot)
-        pos = None if pos is None else pos.index_select(1, block.slot)
     bias = block.key_bias.to(mean.dtype)               # (F, 1, B): log n(C)
     if pos is not None:                                # + eps_A . eps_C
         p = pos.reshape(-1, size, pos.size(-1))
         bias = bias + torch.bmm(p, p.transpose(1, 2)).view(
             -1, block.num_families, size, size)
-    mass, mixed = _SiblingSoftmax.apply(
-        mean.view(-1, heads, block.num_families, size, mean.size(-1)), bias,
-        scale)
+    mass, mixed = _SiblingSoftmax.apply(mean, bias, scale, heads,
+                                        block.num_families, size)
     return mass.flatten(1), None if mixed is None else mixed.flatten(1, 2)
 
 
 class _SiblingSoftmax(torch.autograd.Function):
-    r"""Masked softmax among siblings, from a level's ``[2 | 3, H, F, B, C]``
-    mean query, key (, value): ``(logsumexp, softmax @ v)``. It saves the
-    ``[H, F, B, B]`` weights alone (written over the logits): autograd would
-    also keep the logits, and logsumexp's and the bias's copies."""
+    r"""Masked softmax among siblings, from a block's mean query, key (,
+    value) (``[2H | 3H, F * B, C]``, or a padded level's ``[2H | 3H, F, B,
+    C]`` family view: taken as it is and viewed inside, so that its gradient
+    is a tensor autograd can add into, not a view): ``(logsumexp, softmax @
+    v)``. It saves the ``[H, F, B, B]`` weights alone (written over the
+    logits): autograd would also keep the logits, and logsumexp's and the
+    bias's copies."""
 
     @staticmethod
-    def forward(ctx, qkv, bias, scale):
-        _, heads, families, size, channels = qkv.shape
+    def forward(ctx, mean, bias, scale, heads, families, size):
+        qkv = mean.view(-1, heads, families, size, mean.size(-1))
+        channels = qkv.size(-1)
         q, k = (t.reshape(-1, size, channels) for t in qkv[:2])
         logits = torch.baddbmm(
             bias.expand(heads, families, -1, size).contiguous().view(
@@ -297,19 +308,23 @@ class _SiblingSoftmax(torch.autograd.Function):
         if qkv.size(0) == 3:
             mixed = torch.bmm(weights, qkv[2].reshape(-1, size, channels))
             mixed = mixed.view(heads, families, size, channels)
-        ctx.save_for_backward(qkv, weights)
+        ctx.save_for_backward(mean, weights)
         ctx.scale, ctx.bias_shape = scale, bias.shape
+        ctx.blocks = qkv.shape
         return mass.view(heads, families, size), mixed
 
     @staticmethod
     @once_differentiable            # double backward raises a clear error
     def backward(ctx, grad_mass, grad_mixed):
-        qkv, weights = ctx.saved_tensors
+        mean, weights = ctx.saved_tensors
+        qkv = mean.view(ctx.blocks)
         size, channels = qkv.size(3), qkv.size(4)
         parts = [t.reshape(-1, size, channels) for t in qkv.unbind(0)]
         q, k, v = parts[0], parts[1], parts[2] if len(parts) == 3 else None
-        # Each part's gradient is written into its plane: no concatenation.
-        grad = qkv.new_empty(qkv.shape)      # contiguous planes
+        # Each part's gradient is written into its plane (no concatenation)
+        # of one tensor shaped as the input, returned as it is.
+        grad_mean = mean.new_empty(mean.shape)
+        grad = grad_mean.view(ctx.blocks)      # contiguous planes
         grad_q, grad_k = (t.view(-1, size, channels) for t in grad[:2])
         grad_logits = None
         if v is not None:
@@ -336,7 +351,7 @@ class _SiblingSoftmax(torch.autograd.Function):
         grad_q.baddbmm_(grad_logits, k, beta=0, alpha=ctx.scale)
         grad_k.baddbmm_(grad_logits.transpose(1, 2), q, beta=0,
                         alpha=ctx.scale)
-        return grad, grad_bias, None
+        return grad_mean, grad_bias, None, None, None, None
 
 
 def _free_energies(base: Optional[List[Tensor]],

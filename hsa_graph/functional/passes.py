@@ -14,8 +14,8 @@ from typing import Optional
 from torch import Tensor
 
 from ..layout import TreeLayout, tree_layout
-from ._levels import (as_families, as_slots, from_parents, read_levels,
-                      subtree_sums, to_nodes)
+from ._levels import (as_families, as_slots, families_to_nodes,
+                      from_parents, read_levels, subtree_sums, to_nodes)
 
 __all__ = ['tree_upward', 'tree_downward']
 
@@ -64,13 +64,13 @@ def tree_upward(src: Tensor, edge_index: Optional[Tensor] = None, *,
         raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
     layout = _layout_for(src, edge_index, layout)
     x = src.unsqueeze(1)                                    # (N, 1, *)
-    sums = subtree_sums(read_levels([x], layout, leaves_only=leaves_only),
-                        layout)
-    out = to_nodes(sums, layout)[:, 0]
+    out = families_to_nodes(subtree_sums(read_levels(
+        [x], layout, leaves_only=leaves_only), layout), layout)[:, 0]
     if reduce == 'mean':
-        count = layout.leaf_count if leaves_only else to_nodes(subtree_sums(
-            [(level.node < layout.num_nodes).to(src.dtype).unsqueeze(0)
-             for level in layout.levels], layout), layout)[:, 0]
+        count = layout.leaf_count if leaves_only else families_to_nodes(
+            subtree_sums([(level.node < layout.num_nodes).to(src.dtype)
+                          .unsqueeze(0) for level in layout.levels], layout),
+            layout)[:, 0]
         out = out / count.to(out.dtype).view((-1, ) + (1, ) * (src.dim() - 1))
     return out
 
