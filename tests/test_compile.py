@@ -83,3 +83,27 @@ def run_batches(compiled, forward, step, loader, heights):
             step(compiled, batch.x, batch.edge_index, batch.layout),
             step(forward, batch.x, batch.edge_index, batch.layout),
             atol=1e-4, rtol=1e-3)
+
+
+def test_packed_levels_trace_as_one_graph_with_and_without_grad():
+    # A ragged tree's packed level (two size classes, gathered by one
+    # autograd Function) traces without a graph break, inference included:
+    # dynamo cannot trace a Function taking *args when no input needs a
+    # gradient (torch 2.13), which once split this into 9 graphs.
+    from hsa_graph import tree_layout
+    from hsa_graph.datasets.fake import ragged_parent
+    parent = ragged_parent(300, 16, torch.Generator().manual_seed(0))
+    child = (parent >= 0).nonzero().flatten()
+    layout = tree_layout(torch.stack([child, parent[child]]), parent.numel(),
+                         dtype=torch.float32)
+    assert any(not level.padded and len(level.blocks) == 2
+               for level in layout.levels)
+    for grad in (False, True):
+        torch._dynamo.reset()
+        compiled = torch.compile(
+            lambda q, k, v: hsa_attention(q, k, v, layout=layout),
+            fullgraph=True, backend='eager')
+        q, k, v = (torch.randn(parent.numel(), 2, 4, requires_grad=grad)
+                   for _ in range(3))
+        torch.testing.assert_close(compiled(q, k, v),
+                                   hsa_attention(q, k, v, layout=layout))

@@ -25,8 +25,8 @@ def read_levels(parts: List[Tensor], layout: TreeLayout,
     and value) at every level's slots, each level ``[P * H, S, *]`` (part
     by part, head by head): leaf rows and zeros elsewhere (inner nodes' rows
     are never read), or with :obj:`leaves_only` :obj:`False` every node's
-    row (zeros on padding). One gather per level, each contiguous, and one
-    gradient tensor for all."""
+    row (zeros on padding). One gather for all levels; each level comes out
+    contiguous."""
     num_nodes, heads = parts[0].shape[:2]   # (sizes of tensors: symbolic)
     # Each part followed by a zero row (node id N: nothing to read there).
     zero = parts[0].new_zeros((1, ) + parts[0].shape[1:])
@@ -36,35 +36,42 @@ def read_levels(parts: List[Tensor], layout: TreeLayout,
                       torch.arange(len(parts), device=layout.device
                                    ).unsqueeze(1),
                       alpha=(num_nodes + 1) * heads).unsqueeze(-1)
-    levels = GatherPieces.apply(rows.flatten(0, 1), 0, *(
+    index = torch.cat([
         torch.add(start, (level.leaf_node if leaves_only else level.node),
-                  alpha=heads).flatten() for level in layout.levels))
+                  alpha=heads).flatten() for level in layout.levels])
+    levels = GatherPieces.apply(rows.flatten(0, 1), 0, index, [
+        level.node.size(0) * heads * len(parts) for level in layout.levels])
     return [t.view((len(parts) * heads, -1) + rows.shape[2:]) for t in levels]
 
 
 class GatherPieces(torch.autograd.Function):
-    r"""``GatherPieces.apply(rows, dim, *indices)``: ``rows.index_select(dim,
-    index)`` for each index (each piece contiguous). Its backward adds every
-    piece's gradient into one zeroed tensor: autograd would zero and add a
-    tensor of ``rows``' size per piece (a packed level of the ragged 8 x
-    4,096 batch: 102 MB each), or concatenate the pieces' gradients first."""
+    r"""``GatherPieces.apply(rows, dim, index, sizes)``: ``rows.index_select(
+    dim, piece)`` for each piece of :obj:`index` split into :obj:`sizes`,
+    each contiguous. Its backward adds every piece's gradient into one zeroed
+    tensor, where autograd would zero and add a ``rows``-sized tensor per
+    piece (102 MB each on the ragged 8 x 4,096 batch's packed levels). (No
+    ``*args``: dynamo cannot trace those without gradients, torch 2.13.)"""
 
     @staticmethod
-    def forward(ctx, rows, dim, *indices):
+    def forward(ctx, rows, dim, index, sizes):
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(*indices)
-        ctx.dim, ctx.shape = dim, rows.shape
-        return tuple(rows.index_select(dim, index) for index in indices)
+        ctx.save_for_backward(index)
+        ctx.dim, ctx.sizes, ctx.shape = dim, sizes, rows.shape
+        if dim == 0:               # one gather: its pieces are contiguous
+            return rows.index_select(0, index).split(sizes)
+        return tuple(rows.index_select(dim, piece)
+                     for piece in index.split(sizes))
 
     @staticmethod
     @once_differentiable            # double backward raises a clear error
     def backward(ctx, *grads):
+        index, = ctx.saved_tensors
         like = next((g for g in grads if g is not None), None)
         out = None if like is None else like.new_zeros(ctx.shape)
-        for grad, index in zip(grads, ctx.saved_tensors):
+        for grad, piece in zip(grads, index.split(ctx.sizes)):
             if grad is not None:
-                out.index_add_(ctx.dim, index, grad)
-        return (out, None) + (None, ) * len(grads)
+                out.index_add_(ctx.dim, piece, grad)
+        return out, None, None, None
 
 
 def to_nodes(levels: List[Tensor], layout: TreeLayout) -> Tensor:

@@ -119,8 +119,7 @@ def hsa_attention(query: Tensor, key: Tensor, value: Tensor,
     leaf_out = [None if o is None else o * per_slot(level.leaf, o)
                 for o, level in zip(out_levels, layout.levels)]
     if leaf_out[-1] is None:                   # one level, nothing to attend
-        leaf_out[-1] = leaf_qkv[-1][2 * heads:].new_zeros(
-            leaf_qkv[-1][2 * heads:].shape)
+        leaf_out[-1] = torch.zeros_like(leaf_qkv[-1][2 * heads:])
     out = families_to_nodes(_means(subtree_sums(leaf_out, layout), layout),
                             layout)
     return out[..., :value.size(-1)].to(value.dtype)
@@ -237,10 +236,11 @@ def _sibling_softmax(mean: Tensor, pos: Optional[Tensor], level: LevelLayout,
         return None, None
     means, pos = [mean], [pos]
     if not level.padded:                      # each size class gathered
-        slots = [block.slot for block in level.blocks]
-        means = GatherPieces.apply(mean, 1, *slots)
-        pos = pos * len(slots) if pos[0] is None else \
-            GatherPieces.apply(pos[0], 1, *slots)
+        slots = torch.cat([block.slot for block in level.blocks])
+        sizes = [block.slot.size(0) for block in level.blocks]
+        means = GatherPieces.apply(mean, 1, slots, sizes)
+        pos = pos * len(sizes) if pos[0] is None else \
+            GatherPieces.apply(pos[0], 1, slots, sizes)
     results = [_block_softmax(m, p, block, heads, scale)
                for m, p, block in zip(means, pos, level.blocks)]
     if level.unpad is None:              # one block: the level in order
