@@ -13,6 +13,16 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def quick_newsgroups():
+    r"""The document example's ``--quick`` 20 Newsgroups training set (256
+    tokens, word tokenizer, 1,000 documents), from ``$HSA_DATA``."""
+    from hsa_graph import datasets
+    return datasets.TwentyNewsgroups(
+        root=os.environ.get('HSA_DATA', 'data'), split='train',
+        max_tokens=256, vocab_size=10000, tokenizer='word',
+        max_docs={'train': 1000, 'test': 500}, log=False)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--repo', default=os.path.dirname(HERE))
@@ -23,12 +33,9 @@ def main():
     sys.path.insert(0, args.repo)
     import torch
     torch.set_num_threads(2)
-    from hsa_graph import datasets, hsa_attention
+    from hsa_graph import hsa_attention
     from hsa_graph.loader import DataLoader
-    docs = datasets.TwentyNewsgroups(
-        root=os.environ.get('HSA_DATA', 'data'), split='train',
-        max_tokens=256, vocab_size=10000, tokenizer='word',
-        max_docs={'train': 1000, 'test': 500}, log=False)
+    docs = quick_newsgroups()
     options = {} if args.size_classes is None else dict(
         size_classes=args.size_classes)
     loader = DataLoader(docs, batch_size=32, shuffle=True,

@@ -18,17 +18,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--repo', default=os.path.dirname(HERE))
     args = parser.parse_args()
+    sys.path.insert(0, HERE)
     sys.path.insert(0, args.repo)
     import torch
     torch.set_num_threads(2)
-    from hsa_graph import datasets, flatten_hierarchy, hsa_attention
+    from document_batches import quick_newsgroups
+    from hsa_graph import flatten_hierarchy, hsa_attention
     from hsa_graph.loader import DataLoader
-    docs = datasets.TwentyNewsgroups(
-        root=os.environ.get('HSA_DATA', 'data'), split='train',
-        max_tokens=256, vocab_size=10000, tokenizer='word',
-        max_docs={'train': 1000, 'test': 500}, log=False)
-    loader = DataLoader([flatten_hierarchy(d) for d in docs], batch_size=32,
-                        shuffle=True, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader([flatten_hierarchy(d) for d in quick_newsgroups()],
+                        batch_size=32, shuffle=True,
+                        generator=torch.Generator().manual_seed(0))
     packed = [b for b in loader if not b.layout.levels[1].padded][:20]
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for batch in packed:

@@ -5,22 +5,15 @@ of a ``[H * S, C]`` view with per-head row indices. Median ms per call:
 
     python benchmarks/gather_forms.py
 """
-import statistics
-import time
+import os
+import sys
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import median_ms  # noqa: E402
+
 torch.set_num_threads(2)
-
-
-def median_ms(fn, reps=9):
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 # (heads, child slots, parent slots, channels): an octree level of the
@@ -36,10 +29,10 @@ for heads, slots, parents, channels in [(12, 60000, 12000, 16),
     above = torch.randn(heads, parents, channels, generator=gen)
     flat = above.view(-1, channels)
     figures = dict(
-        gather_dim1=median_ms(lambda: above.index_select(1, parent)),
-        gather_dim0=median_ms(lambda: flat.index_select(0, rows)),
-        add_dim1=median_ms(lambda: above.index_add(1, parent, child)),
+        gather_dim1=median_ms(lambda: above.index_select(1, parent), 9),
+        gather_dim0=median_ms(lambda: flat.index_select(0, rows), 9),
+        add_dim1=median_ms(lambda: above.index_add(1, parent, child), 9),
         add_dim0=median_ms(lambda: flat.index_add(
-            0, rows, child.view(-1, channels))))
+            0, rows, child.view(-1, channels)), 9))
     print(f'[{heads}, {parents} -> {slots}, {channels}]',
           ' '.join(f'{k} {v:.1f}' for k, v in figures.items()), flush=True)

@@ -77,14 +77,9 @@ class FamilyBlock:
     softmax.
 
     Attributes:
-        slot (Tensor, optional): ``[F * B]`` the level slot of each member;
-            padding repeats the family's first slot (its key is masked, its
-            query's result is dropped). :obj:`None` on a padded level: the
-            block is the level in order, no gather.
         key_bias (Tensor): ``[F, 1, B]`` float :math:`\log n(C)` of each key
             slot, ``NO_KEY`` on padding: a family's mask is O(B), not O(B^2).
     """
-    slot: Optional[Tensor]
     key_bias: Tensor
 
     @property
@@ -125,6 +120,10 @@ class LevelLayout:
         blocks (list): the :class:`FamilyBlock` size classes of the families
             with siblings (empty when no node of the level has a sibling;
             one block with no gather on a padded level).
+        block_slot (Tensor, optional): ``[sum F * B]`` on a packed level,
+            the level slot of every block member, blocks end to end (padding
+            repeats its family's first slot; its key is masked, its query's
+            result dropped). :obj:`None` on a padded level.
         unpad (Tensor, optional): ``[3, S]`` where each slot's softmax
             result lies in the blocks' ``[H, F * B]`` outputs flattened and
             laid end to end, followed by one filler row for the slots
@@ -141,6 +140,7 @@ class LevelLayout:
     inner_base: Tensor
     parent: Tensor
     blocks: List[FamilyBlock]
+    block_slot: Optional[Tensor]
     unpad: Optional[Tensor]
 
     @property
@@ -353,14 +353,13 @@ def _build(parent: Tensor, size_classes: int = SIZE_CLASSES) -> TreeLayout:
         count = per_slot(leaf_count[nodes], 1.)
         leaf = per_slot(is_leaf[nodes], False)
         node = per_slot(nodes, num_nodes)
-        blocks, unpad = [], None
+        blocks, block_slot, unpad = [], None, None
         if padded and width > 1:          # one block: the level in order
             key_bias = torch.where(node < num_nodes, count.log(), NO_KEY)
-            blocks = [FamilyBlock(slot=None,
-                                  key_bias=key_bias.view(-1, 1, width))]
+            blocks = [FamilyBlock(key_bias=key_bias.view(-1, 1, width))]
         elif not padded:
-            blocks, unpad = _family_blocks(start, size, family, position,
-                                           count, size_classes)
+            blocks, block_slot, unpad = _family_blocks(
+                start, size, family, position, count, size_classes)
         levels.append(LevelLayout(
             node=node, leaf_node=torch.where(leaf, node, num_nodes),
             leaf=leaf.double(), count=count,
@@ -370,7 +369,7 @@ def _build(parent: Tensor, size_classes: int = SIZE_CLASSES) -> TreeLayout:
             inner_base=leaf.double() * NO_INNER,
             parent=torch.empty(0, dtype=torch.long) if d == 0 else
             up[start] if padded else up,
-            blocks=blocks, unpad=unpad))
+            blocks=blocks, block_slot=block_slot, unpad=unpad))
     return TreeLayout(num_nodes=num_nodes, parent=parent, depth=depth,
                       is_leaf=is_leaf, leaf_count=leaf_count,
                       node_slot=slot, node_level_start=level_start,
@@ -393,9 +392,10 @@ def _families(up: Tensor):
 def _family_blocks(start: Tensor, size: Tensor, family: Tensor,
                    position: Tensor, count: Tensor, size_classes: int):
     r"""A packed level's families as :class:`FamilyBlock` size classes, and
-    the level's ``unpad`` index."""
+    the level's ``block_slot`` and ``unpad`` indices."""
     unpad = torch.full((3, family.numel()), -1, dtype=torch.long)
     blocks: List[FamilyBlock] = []
+    slots = [torch.empty(0, dtype=torch.long)]
     low, offset = 1, 0
     for width in _size_classes(size, size_classes):
         members = ((size > low) & (size <= width)).nonzero().flatten()
@@ -411,11 +411,11 @@ def _family_blocks(start: Tensor, size: Tensor, family: Tensor,
         unpad[1, mine] = offset
         unpad[2, mine] = members.numel() * width
         offset += members.numel() * width
-        blocks.append(FamilyBlock(slot=block_slot.flatten(),
-                                  key_bias=key_bias.view(-1, 1, width)))
+        blocks.append(FamilyBlock(key_bias=key_bias.view(-1, 1, width)))
+        slots.append(block_slot.flatten())
     alone = unpad[0] < 0                  # no siblings: the filler row
     unpad[:2, alone], unpad[2, alone] = offset, 0
-    return blocks, unpad
+    return blocks, torch.cat(slots), unpad
 
 
 def _size_classes(size: Tensor, most: int) -> List[int]:

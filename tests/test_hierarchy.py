@@ -105,7 +105,7 @@ def test_layout_levels_and_families():
     assert layout.node_level_start.tolist() == [0, 1, 1, 3, 3, 3, 3, 3]
     assert layout.node_level_slots.tolist() == [1, 2, 2, 6, 6, 6, 6, 6]
     block, = level.blocks                 # the level in order: no gather
-    assert block.slot is None and level.unpad is None
+    assert level.block_slot is None and level.unpad is None
     bias = block.key_bias.view(2, 3)
     assert bias[1, 2] < -1e31 and (bias[:, :2] == 0).all()   # log n = 0
     assert layout.levels[1].blocks[0].key_bias.flatten().tolist() == [
@@ -124,7 +124,8 @@ def test_ragged_level_splits_into_size_classes():
     level = layout.levels[2]
     assert [(b.num_families, b.family_size) for b in level.blocks] == \
         [(4, 2), (4, 9)]
-    assert level.blocks[0].slot.tolist()[:4] == [0, 1, 11, 12]
+    assert level.block_slot.tolist()[:4] == [0, 1, 11, 12]
+    assert level.block_slot.numel() == 4 * 2 + 4 * 9
     position, start, size = level.unpad.tolist()
     # Node 9's child: the filler, after both blocks (row H * 44 for any H).
     assert (position[-1], start[-1], size[-1]) == (44, 44, 0)

@@ -236,11 +236,10 @@ def _sibling_softmax(mean: Tensor, pos: Optional[Tensor], level: LevelLayout,
         return None, None
     means, pos = [mean], [pos]
     if not level.padded:                      # each size class gathered
-        slots = torch.cat([block.slot for block in level.blocks])
-        sizes = [block.slot.size(0) for block in level.blocks]
-        means = GatherPieces.apply(mean, 1, slots, sizes)
+        sizes = [b.num_families * b.family_size for b in level.blocks]
+        means = GatherPieces.apply(mean, 1, level.block_slot, sizes)
         pos = pos * len(sizes) if pos[0] is None else \
-            GatherPieces.apply(pos[0], 1, slots, sizes)
+            GatherPieces.apply(pos[0], 1, level.block_slot, sizes)
     results = [_block_softmax(m, p, block, heads, scale)
                for m, p, block in zip(means, pos, level.blocks)]
     if level.unpad is None:              # one block: the level in order
@@ -386,9 +385,9 @@ def _free_energies(base: Optional[List[Tensor]],
             below = levels[depth + 1]
             # (contiguous: inductor gets index_add on an expanded tensor
             # wrong, torch 2.13)
-            weighted = as_families(log_z, below) * as_families(
-                per_slot(below.child_weight, log_z), below)
-            phi = add_to_parents(phi.contiguous(), weighted, below)
+            log_z = as_families(log_z, below)
+            phi = add_to_parents(phi.contiguous(), log_z * per_slot(
+                below.child_weight, log_z, below), below)
         mass = log_sibling_mass[depth]
         log_z = phi
         if mass is not None:
