@@ -1,9 +1,10 @@
 r"""Where a step goes: ``hsa_attention`` forward+backward (8 x 64) on a
 forest under torch.profiler (default: 8 ragged trees of 4,096 leaves).
 Prints the forest's nodes, the step's total self time, the sibling
-softmax's share and the MB the step allocates in blocks above glibc's 32 MB
-mmap threshold (each faulted in afresh under its defaults); with ``--list``,
-each such allocation, its operation, input shapes and calling operation.
+softmax's share and the MB the step allocates in blocks of 32 MB or more
+(glibc's largest mmap threshold: each is faulted in afresh under its
+defaults); with ``--list``, each such allocation, its operation, input
+shapes and calling operation.
 
     python benchmarks/ragged_profile.py [--case 16384x1] [--list]
 """
@@ -47,10 +48,10 @@ averages = p.key_averages()
 total = sum(e.self_cpu_time_total for e in averages)
 sibling = sum(e.cpu_time_total for e in averages
               if e.key in ('_SiblingSoftmax', '_SiblingSoftmaxBackward'))
-big = [e for e in p.events() if e.self_cpu_memory_usage > 32 * 2**20]
+big = [e for e in p.events() if e.self_cpu_memory_usage >= 32 * 2**20]
 print(f'{args.case}: {tree.num_nodes} nodes, {layout}')
 print(f'total self {total / 2e3:.0f} ms/step, sibling softmax fwd+bwd '
-      f'{sibling / 2e3:.0f} ms/step, allocated in blocks above 32 MB: '
+      f'{sibling / 2e3:.0f} ms/step, allocated in blocks of >= 32 MB: '
       f'{sum(e.self_cpu_memory_usage for e in big) / 2 / 2**20:.0f} MB/step')
 if args.list:
     for e in big[:len(big) // 2]:                       # the first step
